@@ -1,0 +1,849 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to the mikopbx.marketplace collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The MikoPBX REST API client shared by every module of the collection.
+
+One :class:`MikoPBXClient` per module run and PBX: one ``requests.Session`` (cookies, connection
+reuse, proxies from the environment), TLS options applied to every request, authentication for
+both API generations, bounded retries for requests that are safe to repeat, and classified errors
+(:class:`MikoPBXError`) that never contain a secret.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ansible_collections.mikopbx.marketplace.plugins.module_utils.envelope import ApiResult, parse_response
+from ansible_collections.mikopbx.marketplace.plugins.module_utils.errors import MikoPBXError, mask_text
+from ansible_collections.mikopbx.marketplace.plugins.module_utils.licence import (
+    LICENSING_HOSTS_HINT,
+    licence_code_info,
+    licence_error,
+)
+
+try:
+    import requests
+    import requests.auth
+    import requests.exceptions
+
+    HAS_REQUESTS = True
+    REQUESTS_IMPORT_ERROR: str | None = None
+except ImportError:  # pragma: no cover - exercised through missing_required_lib
+    requests = None  # type: ignore[assignment]
+    HAS_REQUESTS = False
+    REQUESTS_IMPORT_ERROR = traceback.format_exc()
+
+__all__ = [
+    "ApiResult",
+    "HAS_REQUESTS",
+    "MikoPBXClient",
+    "MikoPBXError",
+    "OPERATIONS",
+    "REQUESTS_IMPORT_ERROR",
+]
+
+GENERATIONS = ("v3", "legacy")
+V3_ROOT = "/pbxcore/api/v3/"
+LEGACY_ROOT = "/pbxcore/api/"
+LEGACY_LOGIN_PATH = "/admin-cabinet/session/start"
+LEGACY_MODULES_PAGE = "/admin-cabinet/pbx-extension-modules/index"
+SETTINGS_KEYS = ("PBXLicense", "PBXVersion", "Name")
+SETTINGS_SQL = "SELECT key, value FROM m_PbxSettings WHERE key IN ('PBXLicense','PBXVersion','Name')"
+
+WORKER_TIMEOUT_TEXT = "request timeout or worker not responding"
+DB_LOCKED_TEXT = "database is locked"
+
+# Request fields whose values are secrets wherever they appear.
+SECRET_FIELDS = ("licKey", "coupon", "password", "PBXLicense", "accessToken", "key")
+_KEY_IN_TEXT_RE = re.compile(r"\bMIKO(?:UPD)?-[A-Z0-9]{5}(?:-[A-Z0-9]{5}){3}\b")
+_SELECT_RE = re.compile(r"^\s*SELECT\b", re.IGNORECASE)
+_WRITE_SQL_RE = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE|DROP|ALTER|CREATE|ATTACH|DETACH|PRAGMA|VACUUM)\b", re.I)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a logical operation lives in one generation."""
+
+    method: str
+    path: str  # relative to the generation's API root; "{id}" is replaced by path_id
+    id_field: str | None = None  # legacy: path_id travels in the body under this name
+    safe: bool = True  # a read: may be repeated at transport level
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    v3: Route | None
+    legacy: Route | None
+
+
+def _op(name: str, v3: Route | None, legacy: Route | None) -> tuple[str, Operation]:
+    return name, Operation(name, v3, legacy)
+
+
+OPERATIONS: dict[str, Operation] = dict(
+    [
+        _op("license.getLicenseInfo", Route("GET", "license:getLicenseInfo"), Route("GET", "license/getLicenseInfo")),
+        _op(
+            "license.processUserRequest",
+            Route("POST", "license:processUserRequest", safe=False),
+            Route("POST", "license/processUserRequest", safe=False),
+        ),
+        # resetKey is a GET that releases the seat: never repeated, forbidden in check mode.
+        _op(
+            "license.resetKey",
+            Route("GET", "license:resetKey", safe=False),
+            Route("GET", "license/resetKey", safe=False),
+        ),
+        _op("license.ping", Route("GET", "license:ping"), Route("GET", "license/ping")),
+        _op("license.sendPBXMetrics", Route("GET", "license:sendPBXMetrics"), Route("GET", "license/sendPBXMetrics")),
+        _op(
+            "license.captureFeatureForProductId",
+            Route("POST", "license:captureFeatureForProductId", safe=False),
+            Route("POST", "license/captureFeatureForProductId", safe=False),
+        ),
+        _op("license.getMikoPBXFeatureStatus", None, Route("GET", "license/getMikoPBXFeatureStatus")),
+        # SQL: safe only for a read-only SELECT (decided per call).
+        _op("system.executeSqlRequest", Route("POST", "system:executeSqlRequest", safe=False), None),
+        _op("system.executeBashCommand", Route("POST", "system:executeBashCommand", safe=False), None),
+        _op("system.ping", Route("GET", "system:ping"), Route("GET", "system/ping")),
+        _op("system.checkAuth", Route("GET", "system:checkAuth"), None),
+        _op("sysinfo.getInfo", Route("GET", "sysinfo:getInfo"), Route("GET", "sysinfo/getInfo")),
+        _op(
+            "sysinfo.getExternalIpInfo",
+            Route("GET", "sysinfo:getExternalIpInfo"),
+            Route("GET", "sysinfo/getExternalIpInfo"),
+        ),
+        _op("network.getConfig", Route("GET", "network:getConfig"), None),
+        _op("advice.getList", Route("GET", "advice:getList"), Route("GET", "advice/getList")),
+        _op(
+            "modules.getAvailableModules",
+            Route("GET", "modules:getAvailableModules"),
+            Route("GET", "modules/core/getAvailableModules"),
+        ),
+        _op(
+            "modules.getModuleInfo",
+            Route("GET", "modules/{id}:getModuleInfo"),
+            Route("POST", "modules/core/getModuleInfo", id_field="uniqid"),
+        ),
+        _op(
+            "modules.enable",
+            Route("POST", "modules/{id}:enable", safe=False),
+            Route("POST", "modules/core/enableModule", id_field="uniqid", safe=False),
+        ),
+        _op(
+            "modules.disable",
+            Route("POST", "modules/{id}:disable", safe=False),
+            Route("POST", "modules/core/disableModule", id_field="uniqid", safe=False),
+        ),
+    ]
+)
+
+
+class _HeaderAuth(requests.auth.AuthBase if HAS_REQUESTS else object):  # type: ignore[misc]
+    """Sets our Authorization header, or none.
+
+    Passing an explicit auth object keeps ``requests`` from looking up ``~/.netrc`` (which would
+    replace the Bearer header) while ``trust_env`` still brings proxies from the environment.
+    """
+
+    def __init__(self, value: str | None) -> None:
+        self.value = value
+
+    def __call__(self, request: Any) -> Any:
+        if self.value:
+            request.headers["Authorization"] = self.value
+        else:
+            request.headers.pop("Authorization", None)
+        return request
+
+
+class MikoPBXClient:
+    """Client for one PBX. See docs/design.md §3 for the contract."""
+
+    BACKOFF_BASE = 0.5
+    BACKOFF_CAP = 8.0
+    RETRY_AFTER_CAP = 30.0
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        validate_certs: bool = True,
+        ca_path: str | None = None,
+        timeout: float = 40,
+        retries: int = 3,
+        generation: str | None = "auto",
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        if not HAS_REQUESTS:
+            raise MikoPBXError(
+                "the Python library 'requests' is required",
+                "unsupported",
+                hint="install requests on the Ansible controller",
+            )
+        self.secrets: set[str] = set()
+        self.secret_listeners: list[Callable[[str], None]] = []
+        self.url = self._normalise_url(url)
+        self.api_key = api_key or None
+        self.username = username or None
+        self.password = password
+        self.validate_certs = validate_certs
+        self.ca_path = ca_path or None
+        self.timeout = timeout
+        self.retries = max(int(retries or 0), 0)
+        self.request_count = 0
+        self.sleep = sleep or time.sleep
+
+        for secret in (api_key, password):
+            self.add_secret(secret)
+
+        if generation in (None, "", "auto"):
+            self._generation: str | None = None
+        elif generation in GENERATIONS:
+            self._generation = generation
+        else:
+            raise MikoPBXError("api_generation must be auto, v3 or legacy, got %r" % generation, "invalid_input")
+        if self._generation is None and self.api_key:
+            # API keys exist only in v3: no probe request is needed.
+            self._generation = "v3"
+        if self._generation == "legacy" and self.api_key and not self.username:
+            raise MikoPBXError(
+                "the legacy API (MikoPBX 2024.x) has no API keys",
+                "invalid_input",
+                url=self.url,
+                hint="use username and password for this PBX, or api_generation: v3",
+            )
+        if not self.api_key and not (self.username and password):
+            raise MikoPBXError(
+                "no credentials: give api_key, or username and password",
+                "invalid_input",
+                url=self.url,
+                hint="set api_key (MIKOPBX_API_KEY) or username/password",
+            )
+
+        self.session = requests.Session()
+        # Proxies from the environment are honoured; ~/.netrc is neutralised by _HeaderAuth.
+        self.session.trust_env = True
+        self.session.headers.update({"Accept": "application/json", "User-Agent": "ansible-mikopbx.marketplace"})
+
+        self._access_token: str | None = None
+        self._legacy_session = False
+        self._login_failure: MikoPBXError | None = None
+        self._settings: dict[str, Any] | None = None
+        self._pages: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ public helpers
+
+    @property
+    def verify(self) -> bool | str:
+        """The ``verify`` argument of every request: the CA file/dir, else validate_certs."""
+        if self.ca_path:
+            return self.ca_path
+        return bool(self.validate_certs)
+
+    @property
+    def generation(self) -> str:
+        """``v3`` or ``legacy``; resolved once (option, api_key ⇒ v3, else by the login)."""
+        if self._generation is None:
+            self._authenticate()
+        assert self._generation is not None
+        return self._generation
+
+    def add_secret(self, value: Any) -> None:
+        """Remember a secret (masked in every error; pushed to the listeners, e.g. no_log_values)."""
+        if value is None:
+            return
+        text = str(value)
+        if not text.strip() or text in self.secrets:
+            return
+        self.secrets.add(text)
+        for listener in self.secret_listeners:
+            listener(text)
+
+    def mask(self, value: Any) -> str:
+        return mask_text(value, self.secrets)
+
+    def call(
+        self,
+        op: str,
+        *,
+        params: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+        path_id: str | None = None,
+        allow_failure: bool = False,
+        safe: bool | None = None,
+    ) -> ApiResult:
+        """Run a logical operation (``license.getLicenseInfo`` …) on this PBX's generation.
+
+        ``safe`` overrides the operation's retry policy (True = may be repeated at transport level).
+        Raises :class:`MikoPBXError` when the answer is not ok, unless ``allow_failure``.
+        """
+        operation = OPERATIONS.get(op)
+        if operation is None:
+            raise MikoPBXError("unknown operation %r" % op, "unsupported")
+        generation = self.generation
+        route = operation.v3 if generation == "v3" else operation.legacy
+        if route is None:
+            raise MikoPBXError(
+                "%s is not available in the %s API generation" % (op, generation),
+                "unsupported",
+                url=self.url,
+                hint="this check needs a MikoPBX of the other generation",
+            )
+
+        body = dict(data) if data else None
+        path = route.path
+        if "{id}" in path:
+            if not path_id or not re.match(r"^[A-Za-z][A-Za-z0-9]*$", str(path_id)):
+                raise MikoPBXError("%s needs a module id (letters and digits), got %r" % (op, path_id), "invalid_input")
+            path = path.replace("{id}", str(path_id))
+        elif route.id_field and path_id is not None:
+            body = body or {}
+            body[route.id_field] = path_id
+
+        if safe is None:
+            safe = route.safe
+            if op == "system.executeSqlRequest":
+                query = str((body or {}).get("query", ""))
+                safe = bool(_SELECT_RE.match(query)) and not _WRITE_SQL_RE.search(query)
+
+        root = V3_ROOT if generation == "v3" else LEGACY_ROOT
+        return self.request(
+            route.method, root + path, params=params, data=body, safe=safe, allow_failure=allow_failure, action=op
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+        safe: bool | None = None,
+        allow_failure: bool = False,
+        action: str | None = None,
+    ) -> ApiResult:
+        """A raw REST call under ``/pbxcore/api/...`` (an extension of the contract for paths
+        that have no logical operation). Bodies are JSON for v3 and form data for legacy."""
+        method = method.upper()
+        if safe is None:
+            safe = method == "GET"
+        self._authenticate()
+        for secret_field in SECRET_FIELDS:
+            if data and data.get(secret_field):
+                self.add_secret(data[secret_field])
+
+        result = self._authorised_request(method, path, params=params, data=data, safe=safe)
+        if not result.ok and not allow_failure:
+            raise self.error_from_result(result, action or path, method=method, path=path)
+        return result
+
+    def admin_page(self, path: str) -> str:
+        """An admin-cabinet HTML page with the session (legacy) or JWT (v3); cached per path."""
+        if path in self._pages:
+            return self._pages[path]
+        self._authenticate()
+
+        for attempt in (1, 2):
+            response, result = self._send(
+                "GET", path, safe=True, headers={"Accept": "text/html"}, bearer=self._bearer()
+            )
+            if self._page_needs_login(response) and attempt == 1 and self._reauthenticate():
+                continue
+            break
+
+        if self._page_needs_login(response):
+            raise MikoPBXError(
+                "the PBX answered the admin page with its login form",
+                "auth",
+                method="GET",
+                path=path,
+                status=response.status_code,
+                url=self.url,
+                secrets=self.secrets,
+            )
+        if response.status_code != 200:
+            raise self.error_from_result(result, path, method="GET", path=path)
+        self._pages[path] = response.text
+        return response.text
+
+    def settings(self) -> dict[str, Any]:
+        """``{"PBXLicense", "PBXVersion", "Name"}`` in one request; cached.
+
+        v3: a read-only SQL SELECT; legacy: the globals of the admin modules page (the page text
+        stays cached for module parsers, see :meth:`admin_page`).
+        """
+        if self._settings is not None:
+            return dict(self._settings)
+
+        values: dict[str, Any] = {k: None for k in SETTINGS_KEYS}
+        if self.generation == "v3":
+            result = self.call("system.executeSqlRequest", data={"query": SETTINGS_SQL, "database": "main"})
+            rows = result.data.get("rows", []) if isinstance(result.data, dict) else []
+            for row in rows or []:
+                if isinstance(row, dict) and row.get("key") in values:
+                    values[row["key"]] = row.get("value")
+            # Present but absent rows mean the defaults (an empty key).
+            if values["PBXLicense"] is None:
+                values["PBXLicense"] = ""
+        else:
+            page = self.admin_page(LEGACY_MODULES_PAGE)
+            values["PBXLicense"] = _js_global(page, "globalPBXLicense") or ""
+            values["PBXVersion"] = _js_global(page, "globalPBXVersion")
+            values["Name"] = _js_global(page, "globalPBXName")
+
+        self.add_secret(values["PBXLicense"])
+        self._settings = values
+        return dict(values)
+
+    def invalidate_settings(self) -> None:
+        """Forget cached settings and pages (after a write that changes them)."""
+        self._settings = None
+        self._pages.clear()
+
+    def error_from_result(
+        self, result: ApiResult, action: str, *, method: str | None = None, path: str | None = None
+    ) -> MikoPBXError:
+        """Classify a failed answer into a :class:`MikoPBXError` with the fix."""
+        status = result.status
+        pbx = result.error_text()
+        lower = pbx.lower()
+        code = result.licence_code
+        common: dict[str, Any] = dict(
+            method=method, path=path, status=status, pbx_message=pbx or None, url=self.url, secrets=self.secrets
+        )
+
+        if status == 401:
+            how = "API key" if self.api_key else "login session"
+            return MikoPBXError("%s: the PBX did not accept the %s" % (action, how), "auth", **common)
+        if status == 403:
+            if "access denied" in lower and result.body_kind == "text":
+                return MikoPBXError(
+                    "%s: the PBX blocked this controller's address" % action,
+                    "auth",
+                    hint="unban the controller's address on the PBX (fail2ban / firewall) and check the credentials",
+                    **common,
+                )
+            return MikoPBXError(
+                "%s: access denied by the PBX" % action,
+                "auth",
+                hint="use an admin account or a full-permission API key",
+                **common,
+            )
+        if status == 429:
+            return MikoPBXError("%s: the PBX rate limit was hit" % action, "rate_limited", **common)
+        if status == 404:
+            return MikoPBXError("%s: the PBX has no such endpoint" % action, "not_found", **common)
+        if status == 405 or "unknown action" in lower:
+            return MikoPBXError("%s: not supported by this MikoPBX version" % action, "unsupported", **common)
+
+        if WORKER_TIMEOUT_TEXT in lower:
+            return MikoPBXError(
+                "%s: the PBX API worker did not answer in time" % action,
+                "timeout",
+                hint="the PBX is busy or a licence call is slow: retry later or raise timeout",
+                **common,
+            )
+        if isinstance(code, int):
+            info = licence_code_info(code)
+            meaning = info.meaning if info else "licence error"
+            return licence_error(code, "%s: licence error %s (%s)" % (action, code, meaning), **common)
+        licence_related = bool(result.messages.get("license")) or action.startswith("license.")
+        queue_full = "temporarily unavailable" in lower
+        if code in ("no_answer", "dns") or (licence_related and status in (502, 503) and not queue_full):
+            return licence_error(
+                code if code in ("no_answer", "dns") else "no_answer",
+                "%s: the PBX could not reach the licensing service" % action,
+                **common,
+            )
+        if status == 500 and self._generation == "legacy":
+            return MikoPBXError(
+                "%s: the PBX API worker did not answer in time" % action,
+                "timeout",
+                hint="the PBX is busy or a licence call is slow: retry later or raise timeout",
+                **common,
+            )
+        if DB_LOCKED_TEXT in lower:
+            return MikoPBXError(
+                "%s: the PBX database was locked" % action,
+                "server",
+                hint="the PBX was busy writing: retry later",
+                **common,
+            )
+        if status == 503:
+            return MikoPBXError(
+                "%s: the PBX API queue is full" % action,
+                "server",
+                hint="lower forks/throttle for this play and retry",
+                **common,
+            )
+        if status == 400:
+            return MikoPBXError("%s: the PBX rejected the request" % action, "invalid_input", **common)
+        if licence_related and result.messages.get("license"):
+            return MikoPBXError(
+                "%s: the licensing service refused the request" % action, "server", hint=LICENSING_HOSTS_HINT, **common
+            )
+        if status is not None and 300 <= status < 400:
+            return MikoPBXError(
+                "%s: the PBX redirected the request" % action,
+                "invalid_input",
+                hint="use the https:// URL of the PBX (it redirects HTTP to HTTPS)",
+                **common,
+            )
+        return MikoPBXError("%s: the PBX reported a failure" % action, "server", **common)
+
+    def logout(self) -> None:
+        """Drop the v3 refresh token on the PBX (optional; tokens expire on their own)."""
+        if self._access_token:
+            try:
+                self._send("POST", V3_ROOT + "auth:logout", safe=False, bearer="Bearer " + self._access_token)
+            except MikoPBXError:
+                pass
+        self._access_token = None
+
+    # ------------------------------------------------------------------ authentication
+
+    def _bearer(self) -> str | None:
+        if self.api_key:
+            return "Bearer " + self.api_key
+        if self._access_token:
+            return "Bearer " + self._access_token
+        return None
+
+    def _authenticate(self) -> None:
+        """Make sure we are logged in, resolving the generation on the way."""
+        if self.api_key and self._generation == "v3":
+            return
+        if self._generation == "v3" and self._access_token:
+            return
+        if self._generation == "legacy" and self._legacy_session:
+            return
+
+        if self._generation in (None, "v3"):
+            if self._login_v3(probe=self._generation is None):
+                self._generation = "v3"
+                return
+            # v3 auth:login is not routed: a 2024.x PBX.
+            self._generation = "legacy"
+        self._login_legacy()
+
+    def _check_login_allowed(self) -> None:
+        # The PBX bans an address after a handful of failures: one failed login per run is all we spend.
+        if self._login_failure is not None:
+            raise self._login_failure
+
+    def _login_v3(self, probe: bool) -> bool:
+        self._check_login_allowed()
+        response, result = self._send(
+            "POST",
+            V3_ROOT + "auth:login",
+            json_body={"login": self.username, "password": self.password, "rememberMe": False},
+            safe=False,
+            login=True,
+        )
+        if probe and response.status_code == 404:
+            return False
+        if not result.ok:
+            self._fail_login(result, V3_ROOT + "auth:login")
+
+        data = result.data if isinstance(result.data, dict) else {}
+        token = data.get("accessToken")
+        if not token:
+            self._fail_login(result, V3_ROOT + "auth:login", reason="the login answer carried no access token")
+        self.add_secret(token)
+        self._access_token = token
+        return True
+
+    def _login_legacy(self) -> None:
+        self._check_login_allowed()
+        response, result = self._send(
+            "POST",
+            LEGACY_LOGIN_PATH,
+            form={"login": self.username, "password": self.password},
+            headers={"X-Requested-With": "XMLHttpRequest"},
+            safe=False,
+            login=True,
+        )
+        # The admin cabinet answers HTTP 200 with {"success": true|false}.
+        if not result.ok or not isinstance(result.raw, dict):
+            self._fail_login(result, LEGACY_LOGIN_PATH)
+        if not self.session.cookies.get("PHPSESSID"):
+            self._fail_login(result, LEGACY_LOGIN_PATH, reason="the login answer set no PHPSESSID session cookie")
+        self._legacy_session = True
+
+    def _fail_login(self, result: ApiResult, path: str, reason: str | None = None) -> None:
+        text = result.error_text().lower()
+        common: dict[str, Any] = dict(
+            method="POST",
+            path=path,
+            status=result.status,
+            pbx_message=result.error_text() or None,
+            url=self.url,
+            secrets=self.secrets,
+        )
+        if result.status == 429 or "too many" in text:
+            err = MikoPBXError(
+                "login refused: too many login attempts on this PBX",
+                "rate_limited",
+                hint="wait for the PBX's lockout to expire (5-10 minutes) and fix the credentials; "
+                "no further login is attempted in this run",
+                **common,
+            )
+        elif result.status in (None, 200, 400, 401, 403, 422) and reason is None:
+            err = MikoPBXError(
+                "login as %r: credentials rejected" % self.username,
+                "auth",
+                hint="check username and password for this PBX (one failed login per run; "
+                "the PBX bans addresses after repeated failures)",
+                **common,
+            )
+        else:
+            err = self.error_from_result(result, "login", method="POST", path=path)
+            if reason:
+                err = MikoPBXError("login failed: %s" % reason, err.classification, **common)
+        self._login_failure = err
+        self._access_token = None
+        self._legacy_session = False
+        raise err
+
+    def _reauthenticate(self) -> bool:
+        """After a 401: one refresh with the cookie (v3), else one new login. True if renewed."""
+        if self.api_key:
+            return False
+        if self._generation == "v3":
+            self._access_token = None
+            if self.session.cookies.get("refreshToken"):
+                response, result = self._send("POST", V3_ROOT + "auth:refresh", safe=False, login=True)
+                token = result.data.get("accessToken") if result.ok and isinstance(result.data, dict) else None
+                if token:
+                    self.add_secret(token)
+                    self._access_token = token
+                    return True
+                if response.status_code == 429:
+                    raise self.error_from_result(result, "token refresh", method="POST", path=V3_ROOT + "auth:refresh")
+            self._login_v3(probe=False)
+            return True
+        self._legacy_session = False
+        self._login_legacy()
+        return True
+
+    def _authorised_request(
+        self, method: str, path: str, *, params: dict[str, Any] | None, data: dict[str, Any] | None, safe: bool
+    ) -> ApiResult:
+        kwargs: dict[str, Any] = {"params": params, "safe": safe}
+        if data is not None and method != "GET":
+            if self._generation == "legacy":
+                kwargs["form"] = {k: _form_value(v) for k, v in data.items()}
+            else:
+                kwargs["json_body"] = data
+        elif data is not None:
+            kwargs["params"] = dict(params or {}, **data)
+
+        response, result = self._send(method, path, bearer=self._bearer(), **kwargs)
+        # A 401 means the request was not executed, so repeating it after re-authenticating is safe
+        # even for writes.
+        if self._session_expired(response, result) and self._reauthenticate():
+            response, result = self._send(method, path, bearer=self._bearer(), **kwargs)
+        return result
+
+    def _session_expired(self, response: Any, result: ApiResult) -> bool:
+        if response.status_code == 401:
+            return not self.api_key
+        # Legacy admin-cabinet answers without a session: 403 "This user is not authorized".
+        return (
+            self._generation == "legacy"
+            and response.status_code == 403
+            and "not authorized" in result.all_text().lower()
+        )
+
+    @staticmethod
+    def _page_needs_login(response: Any) -> bool:
+        if response.status_code in (401, 403):
+            return True
+        if response.status_code in (301, 302, 303, 307, 308):
+            return "/session" in response.headers.get("Location", "")
+        return False
+
+    # ------------------------------------------------------------------ transport
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        form: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        bearer: str | None = None,
+        safe: bool = False,
+        login: bool = False,
+    ) -> tuple[Any, ApiResult]:
+        """Send one request with retries for safe requests; return (response, parsed result)."""
+        url = self.url + path
+        attempt = 0
+        while True:
+            attempt += 1
+            self.request_count += 1
+            try:
+                response = self.session.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json_body,
+                    data=form,
+                    headers=headers,
+                    auth=_HeaderAuth(bearer),
+                    verify=self.verify,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                )
+            except requests.exceptions.SSLError as exc:
+                raise self._tls_error(exc, method, path) from None
+            except requests.exceptions.ConnectTimeout:
+                raise MikoPBXError(
+                    "no connection to the PBX within %ss" % self.timeout,
+                    "unreachable",
+                    method=method,
+                    path=path,
+                    url=self.url,
+                    secrets=self.secrets,
+                ) from None
+            except requests.exceptions.ReadTimeout:
+                raise MikoPBXError(
+                    "the PBX did not answer within %ss" % self.timeout,
+                    "timeout",
+                    method=method,
+                    path=path,
+                    url=self.url,
+                    secrets=self.secrets,
+                ) from None
+            except requests.exceptions.ConnectionError as exc:
+                if safe and not login and attempt <= self.retries and _is_connection_reset(exc):
+                    self.sleep(self._backoff(attempt, None))
+                    continue
+                raise MikoPBXError(
+                    "cannot connect to the PBX: %s" % _short_reason(exc),
+                    "unreachable",
+                    method=method,
+                    path=path,
+                    url=self.url,
+                    secrets=self.secrets,
+                ) from None
+            except requests.exceptions.RequestException as exc:
+                raise MikoPBXError(
+                    "request to the PBX failed: %s" % _short_reason(exc),
+                    "unreachable",
+                    method=method,
+                    path=path,
+                    url=self.url,
+                    secrets=self.secrets,
+                ) from None
+
+            self._learn_secrets(response)
+            result = parse_response(response.status_code, response.content, response.headers.get("Content-Type"))
+
+            if safe and not login and attempt <= self.retries and self._is_transient(result):
+                self.sleep(self._backoff(attempt, response.headers.get("Retry-After")))
+                continue
+            return response, result
+
+    def _is_transient(self, result: ApiResult) -> bool:
+        status = result.status
+        text = result.all_text().lower()
+        if status in (429, 502, 503, 504):
+            return True
+        if status == 400 and WORKER_TIMEOUT_TEXT in text:
+            return True
+        if status == 500 and self._generation != "v3":
+            return True  # legacy: the worker wait (10 s) ran out
+        if DB_LOCKED_TEXT in text and not result.ok and status in (200, 422, 500):
+            return True
+        return False
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        delay = min(self.BACKOFF_CAP, self.BACKOFF_BASE * (2 ** (attempt - 1)))
+        if retry_after:
+            seconds: float | None = None
+            try:
+                seconds = float(retry_after)
+            except ValueError:
+                try:
+                    when = email.utils.parsedate_to_datetime(retry_after)
+                    seconds = when.timestamp() - time.time()
+                except (TypeError, ValueError):
+                    seconds = None
+            if seconds is not None:
+                delay = max(0.0, min(seconds, self.RETRY_AFTER_CAP))
+        return delay
+
+    def _tls_error(self, exc: Exception, method: str, path: str) -> MikoPBXError:
+        reason = _short_reason(exc)
+        if "certificate verify failed" in reason.lower() or "CERTIFICATE_VERIFY_FAILED" in reason:
+            message = "certificate verify failed for the PBX (%s)" % reason
+        else:
+            message = "TLS handshake with the PBX failed: %s" % reason
+        return MikoPBXError(message, "tls", method=method, path=path, url=self.url, secrets=self.secrets)
+
+    def _learn_secrets(self, response: Any) -> None:
+        for cookie in self.session.cookies:
+            self.add_secret(cookie.value)
+        try:
+            text = response.text if len(response.content or b"") < 2_000_000 else ""
+        except Exception:  # pragma: no cover - undecodable body
+            text = ""
+        for match in _KEY_IN_TEXT_RE.findall(text or ""):
+            self.add_secret(match)
+
+    @staticmethod
+    def _normalise_url(url: str) -> str:
+        if not url:
+            raise MikoPBXError("url is required (e.g. https://pbx.example.net)", "invalid_input")
+        url = str(url).strip()
+        if "://" not in url:
+            url = "https://" + url
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise MikoPBXError("url must be http(s)://host[:port], got an invalid value", "invalid_input")
+        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _form_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def _js_global(page: str, name: str) -> str | None:
+    match = re.search(r"\b%s\s*=\s*(['\"])(.*?)\1" % re.escape(name), page or "")
+    return match.group(2) if match else None
+
+
+def _is_connection_reset(exc: Exception) -> bool:
+    text = repr(exc).lower()
+    return any(word in text for word in ("reset", "aborted", "remotedisconnected", "broken pipe", "protocolerror"))
+
+
+def _short_reason(exc: Exception) -> str:
+    """The innermost readable reason of a requests/urllib3 exception, without the URL noise."""
+    text = str(exc)
+    for pattern in (
+        r"\[SSL: [A-Z_]+\][^(')\]]*",
+        r"certificate verify failed[^(')\]]*",
+        r"Name or service not known|nodename nor servname provided|Temporary failure in name resolution",
+        r"Connection refused|Connection reset by peer|No route to host|Network is unreachable",
+    ):
+        match = re.search(pattern, text)
+        if match:
+            return match.group(0).strip()
+    return text[:200]
