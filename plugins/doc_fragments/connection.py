@@ -78,6 +78,6 @@ options:
 requirements:
   - requests >= 2.31
 notes:
-  - The modules run on the Ansible controller (MikoPBX ships no Python); use C(connection: local)
-    or C(delegate_to: localhost) with one inventory host per PBX.
+  - "The modules run on the Ansible controller (MikoPBX ships no Python); use C(connection: local)
+    or C(delegate_to: localhost) with one inventory host per PBX."
 """
