@@ -438,8 +438,8 @@ class Registrar:
             # Allowed only under no_log (checked in main); the key must not be scrubbed from this field.
             self.module.no_log_values.discard(stored_after)
             result["license_key"] = stored_after
-        if self.warnings:
-            result["warnings"] = list(self.warnings)
+        for warning in self.warnings:
+            self.module.warn(warning)
         return result
 
     def fail_licence(
@@ -488,8 +488,8 @@ class Registrar:
         if stored is not None:
             extra["license_key_masked"] = register_plan.mask_key(stored)
             extra["registered"] = bool(stored) if registered is None else registered
-        if self.warnings:
-            extra["warnings"] = list(self.warnings)
+        for warning in self.warnings:
+            self.module.warn(warning)
         self.module.fail_json(msg=err.message, **extra)
 
     def client_url(self) -> str:
