@@ -1,0 +1,570 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to the mikopbx.marketplace collection
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The binding of one PBX to a company licence key: verdicts, seat figures, the cabinet step.
+
+A PBX is *bound* when it stores the company key and its machine holds a seat of that key. Only
+the licensing service knows the seats; it answers the licence information of a key for a machine
+that holds one of its seats and refuses (licence error 2008) any other machine. That answer is
+the only read-only way to tell a bound host from one that merely stores the key string (a backup
+restored onto new hardware), so every verdict here is based on it.
+
+The pure helpers (verdict, plan, seat report, manual cabinet step, diff) are unit-tested without
+HTTP. :class:`BindingManager` drives a :class:`MikoPBXClient` through the read → plan → (check
+mode stops here) → write → re-read sequence of the ``mikopbx_license_binding`` module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ansible_collections.mikopbx.marketplace.plugins.module_utils.errors import MikoPBXError
+from ansible_collections.mikopbx.marketplace.plugins.module_utils.licence import (
+    HOST_LIMIT,
+    apply_key,
+    mask_license_key,
+    normalize_license_key,
+    read_license_info,
+    reset_key,
+    seat_figures,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ansible_collections.mikopbx.marketplace.plugins.module_utils.api import MikoPBXClient
+
+OK = "ok"
+UNBOUND = "unbound"
+KEY_MISMATCH = "key_mismatch"
+BINDING_REQUIRED = "binding_required"
+UNKNOWN = "unknown"
+BINDING_STATUSES = (OK, UNBOUND, KEY_MISMATCH, BINDING_REQUIRED, UNKNOWN)
+
+RESET_KEY = "reset_key"
+APPLY_KEY = "apply_key"
+
+SEAT_TAKEN_CODE = 2008
+
+# The cabinet address contains the key itself, so it is only ever shown as a template.
+CABINET_URL_TEMPLATE = "https://lm.mikopbx.com/client-cabinet/session/index/<license key>/"
+
+# Failures in which the PBX itself did not answer (or refused us): these are not a verdict about
+# the licensing service and must fail the task rather than turn into binding status "unknown".
+_PBX_SIDE_CLASSIFICATIONS = ("auth", "tls", "rate_limited", "not_found", "unsupported")
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+@dataclass
+class LiveLicence:
+    """What the licensing service said about this machine and its stored key.
+
+    ``state`` is ``bound`` (licence info answered), ``not_bound`` (licence error 2008),
+    ``unavailable`` (no usable answer) or ``skipped`` (not asked: no key, or a foreign key).
+    """
+
+    state: str
+    info: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+def error_summary(err: MikoPBXError) -> dict[str, Any]:
+    """``{code, classification, message}`` of a licence failure, masked like the error itself."""
+    return {
+        "code": err.licence_code,
+        "classification": err.classification,
+        "message": err.describe(),
+    }
+
+
+def binding_verdict(stored_key: str, expected_key: str | None, live: LiveLicence) -> str:
+    """The binding status from the stored key, the expected key and the live licence answer.
+
+    A stored key string alone never makes a host ``ok``: only the licence information answered for
+    this machine does.
+    """
+    if not stored_key:
+        return UNBOUND
+    if expected_key and stored_key != expected_key:
+        return KEY_MISMATCH
+    if live.state == "bound":
+        return OK
+    if live.state == "not_bound":
+        return BINDING_REQUIRED
+    return UNKNOWN
+
+
+def plan_present(status: str, replace_key: bool) -> list[str]:
+    """Writes needed to reach "this host holds the expected key and a seat of it".
+
+    ``binding_required`` needs a reset first: applying the key that is already stored is answered
+    without asking the licensing service, so it would never capture a seat.
+    Raises ``ValueError`` for states the module must refuse (mismatch without ``replace_key``,
+    unknown) — the caller words the message.
+    """
+    if status == OK:
+        return []
+    if status == UNBOUND:
+        return [APPLY_KEY]
+    if status == BINDING_REQUIRED:
+        return [RESET_KEY, APPLY_KEY]
+    if status == KEY_MISMATCH:
+        if replace_key:
+            return [RESET_KEY, APPLY_KEY]
+        raise ValueError(KEY_MISMATCH)
+    raise ValueError(status)
+
+
+def _feature_rows(products: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for product in products:
+        for feature in product.get("features", []):
+            rows.append(
+                {
+                    "product": product.get("name"),
+                    "feature": feature.get("name"),
+                    "count": feature.get("count"),
+                    "captured": feature.get("captured"),
+                    "free": feature.get("free"),
+                }
+            )
+    return rows
+
+
+def seat_limit(count: int | None) -> int:
+    """Hosts the key can still serve at most: its seat count, never more than the 10-host limit."""
+    if count is None:
+        return HOST_LIMIT
+    return min(count, HOST_LIMIT)
+
+
+def seat_report(
+    info: dict[str, Any] | None = None,
+    known_seats: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Seat figures: from live licence info when this host could read it, else from ``known_seats``.
+
+    ``{source, count, captured, free, host_limit, full, holders, features [{product, feature,
+    count, captured, free}]}``; None when neither source is available.
+    """
+    holders = list((known_seats or {}).get("holders") or [])
+    if info is not None:
+        products = info.get("products") or []
+        figures = seat_figures(products)
+        report = {"source": "licence_info", **figures, "features": _feature_rows(products)}
+    elif known_seats and (known_seats.get("count") is not None or known_seats.get("captured") is not None):
+        count = known_seats.get("count")
+        captured = known_seats.get("captured")
+        free = None if count is None or captured is None else max(count - captured, 0)
+        report = {
+            "source": "known_seats",
+            "count": count,
+            "captured": captured,
+            "free": free,
+            "host_limit": HOST_LIMIT,
+            "features": [],
+        }
+    else:
+        return None
+
+    report["holders"] = holders
+    report["full"] = seats_full(report)
+    return report
+
+
+def seats_full(seats: dict[str, Any] | None) -> bool:
+    """True when the figures say no further host can take a seat."""
+    if not seats or seats.get("captured") is None:
+        return False
+    return seats["captured"] >= seat_limit(seats.get("count"))
+
+
+def describe_seats(seats: dict[str, Any] | None) -> str:
+    """Seat figures in words, e.g. "10 of 10 seats captured, 0 free (a key serves at most 10 hosts)"."""
+    if not seats or seats.get("captured") is None:
+        return "seat figures unknown (this host cannot read them before it holds a seat; pass known_seats)"
+    count = seats.get("count")
+    text = "%s of %s seats captured, %s free" % (
+        seats["captured"],
+        "?" if count is None else count,
+        "?" if seats.get("free") is None else seats["free"],
+    )
+    return text + " (a key serves at most %d hosts)" % HOST_LIMIT
+
+
+def cabinet_page(key: str) -> str:
+    """Where the operator frees a seat, without the key in clear."""
+    return (
+        "the licence cabinet page of key %s (open it from the PBX's Marketplace → Licence tab; its address is %s)"
+        % (mask_license_key(key) or "<no key>", CABINET_URL_TEMPLATE)
+    )
+
+
+def manual_cabinet_step(
+    key: str,
+    *,
+    target_host: str | None,
+    previous_host: str | None,
+    holders: list[str] | None,
+) -> dict[str, Any]:
+    """The manual step that frees a seat: the licence cabinet has no published API.
+
+    ``target_host`` is the host that needs the seat, ``previous_host`` the gone machine whose seat
+    should be reset, ``holders`` the hosts known to hold seats.
+    """
+    holders = list(holders or [])
+    page = cabinet_page(key)
+    if previous_host:
+        which = "the seat (binding) of %s, the machine this PBX replaces" % previous_host
+    elif holders:
+        which = "the seat (binding) of one host that no longer needs it; known holders: %s" % ", ".join(holders)
+    else:
+        which = "the seat (binding) of one host that no longer needs it (the page lists the bound machines)"
+    rerun = "then run this task again" + (" for %s" % target_host if target_host else "")
+    return {
+        "where": "licence cabinet (no API: this step is manual)",
+        "page": page,
+        "license_key_masked": mask_license_key(key),
+        "reset_seat_of": previous_host,
+        "holders": holders,
+        "instructions": "Open %s and reset %s; %s." % (page, which, rerun),
+    }
+
+
+def binding_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``before``/``after`` with only the keys that differ (values are already masked)."""
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    return {
+        "before": {k: before.get(k) for k in changed},
+        "after": {k: after.get(k) for k in changed},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The module's flow
+
+
+class BindingFailure(Exception):
+    """The module must fail: ``msg`` (masked, one paragraph) and the result gathered so far."""
+
+    def __init__(self, msg: str, result: dict[str, Any], error: MikoPBXError | None = None) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.result = result
+        self.error = error
+
+
+@dataclass
+class BindingOptions:
+    state: str
+    license_key: str | None = None
+    replace_key: bool = False
+    known_seats: dict[str, Any] | None = None
+    previous_host: str | None = None
+    on_seat_shortage: str = "fail"
+    fail_on_status: list[str] = field(default_factory=list)
+    host_name: str | None = None
+
+
+class BindingManager:
+    """Read, plan and (outside check mode) change the binding of one PBX.
+
+    ``warn`` receives operator warnings (the module passes ``module.warn``).
+    """
+
+    def __init__(
+        self,
+        client: MikoPBXClient,
+        options: BindingOptions,
+        check_mode: bool = False,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.opts = options
+        self.check_mode = check_mode
+        self._warn = warn or (lambda text: None)
+        self.expected = normalize_license_key(options.license_key) if options.license_key else None
+        self.stored = ""
+        self.live = LiveLicence("skipped")
+        self.status = UNKNOWN
+        self.result: dict[str, Any] = {
+            "changed": False,
+            "binding_status": None,
+            "binding_status_after": None,
+            "license_key_masked": None,
+            "released_key_masked": None,
+            "seats": None,
+            "manual_step": None,
+            "actions": [],
+            "licence_error": None,
+        }
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read_stored_key(self) -> str:
+        settings = self.client.settings()
+        stored = normalize_license_key(settings.get("PBXLicense"))
+        if stored:
+            self.client.add_secret(stored)
+        return stored
+
+    def probe_live(self) -> LiveLicence:
+        """Ask the PBX for its licence info; 2008 means this machine holds no seat of the key."""
+        try:
+            info = read_license_info(self.client)
+        except MikoPBXError as err:
+            if err.licence_code == SEAT_TAKEN_CODE:
+                return LiveLicence("not_bound", error=error_summary(err))
+            if err.classification in _PBX_SIDE_CLASSIFICATIONS or (err.status is None and not err.is_licence_error):
+                # The PBX itself did not answer (or refused us): that is no verdict about licensing.
+                raise
+            return LiveLicence("unavailable", error=error_summary(err))
+        return LiveLicence("bound", info=info)
+
+    def read(self) -> str:
+        """Current binding status (no write). A foreign key's licence info is not asked for."""
+        self.stored = self._read_stored_key()
+        if self.stored and not (self.expected and self.stored != self.expected):
+            self.live = self.probe_live()
+        self.status = binding_verdict(self.stored, self.expected, self.live)
+        self.result["binding_status"] = self.status
+        self.result["license_key_masked"] = mask_license_key(self.stored)
+        self.result["licence_error"] = self.live.error
+        self.result["seats"] = seat_report(self.live.info, self.opts.known_seats)
+        return self.status
+
+    # -- shaping ---------------------------------------------------------------------------
+
+    def _snapshot(self, key: str, status: str) -> dict[str, Any]:
+        return {"license_key": mask_license_key(key), "binding_status": status}
+
+    def _finish(self, key_after: str, status_after: str, msg: str) -> dict[str, Any]:
+        self.result["binding_status_after"] = status_after
+        self.result["license_key_masked"] = mask_license_key(key_after)
+        self.result["diff"] = binding_diff(
+            self._snapshot(self.stored, self.status), self._snapshot(key_after, status_after)
+        )
+        self.result["msg"] = msg
+        return self.result
+
+    def _fail(self, msg: str, error: MikoPBXError | None = None) -> BindingFailure:
+        if self.result.get("binding_status_after") is None:
+            self.result["binding_status_after"] = self.status
+        self.result["msg"] = msg
+        return BindingFailure(msg, self.result, error)
+
+    @property
+    def _host(self) -> str:
+        return self.opts.host_name or "this PBX"
+
+    # -- state: verified -------------------------------------------------------------------
+
+    def verified(self) -> dict[str, Any]:
+        status = self.read()
+        msg = self._verdict_message(status)
+        self._finish(self.stored, status, msg)
+        if status in (self.opts.fail_on_status or []):
+            raise self._fail("%s (binding status %r is listed in fail_on_status)" % (msg, status))
+        return self.result
+
+    def _verdict_message(self, status: str) -> str:
+        stored = mask_license_key(self.stored)
+        if status == OK:
+            return "%s holds key %s and a seat of it (licence info answered for this machine)" % (self._host, stored)
+        if status == UNBOUND:
+            return "%s holds no licence key" % self._host
+        if status == KEY_MISMATCH:
+            return "%s holds key %s, not the expected key %s" % (self._host, stored, mask_license_key(self.expected))
+        if status == BINDING_REQUIRED:
+            return (
+                "%s stores key %s but its machine holds no seat of it (licence error 2008, e.g. a backup restored "
+                "onto new hardware); run state=present to re-bind it" % (self._host, stored)
+            )
+        reason = (self.live.error or {}).get("message") or "no answer"
+        return (
+            "binding of %s could not be verified: the licensing service did not confirm key %s for this machine "
+            "(%s)" % (self._host, stored, reason)
+        )
+
+    # -- state: absent ---------------------------------------------------------------------
+
+    def absent(self) -> dict[str, Any]:
+        self.read()
+        if not self.stored:
+            return self._finish("", UNBOUND, "%s holds no licence key: nothing to release" % self._host)
+
+        if self.expected and self.stored != self.expected:
+            text = "%s holds key %s, not %s: it holds no seat of the given key, nothing released" % (
+                self._host,
+                mask_license_key(self.stored),
+                mask_license_key(self.expected),
+            )
+            self._warn(text)
+            return self._finish(self.stored, self.status, text)
+
+        self.result["actions"] = [RESET_KEY]
+        self.result["released_key_masked"] = mask_license_key(self.stored)
+        self.result["changed"] = True
+        if self.check_mode:
+            return self._finish(
+                "",
+                UNBOUND,
+                "would release key %s from %s (resetKey; not sent in check mode)"
+                % (mask_license_key(self.stored), self._host),
+            )
+
+        reset_key(self.client)
+        self.client.invalidate_settings()
+        return self._finish(
+            "",
+            UNBOUND,
+            "released key %s from %s; bind it elsewhere with state=present"
+            % (mask_license_key(self.stored), self._host),
+        )
+
+    # -- state: present --------------------------------------------------------------------
+
+    def present(self) -> dict[str, Any]:
+        if not self.expected:
+            raise self._fail("state=present needs license_key")
+        status = self.read()
+
+        try:
+            actions = plan_present(status, self.opts.replace_key)
+        except ValueError:
+            raise self._refusal(status) from None
+
+        if not actions:
+            return self._finish(self.stored, OK, self._verdict_message(OK))
+
+        # A seat will be captured: refuse before any write when the figures say none is free.
+        seats = self.result["seats"]
+        if seats_full(seats):
+            return self._seat_shortage(
+                "all seats of key %s are taken: %s" % (mask_license_key(self.expected), describe_seats(seats)),
+                reset_done=False,
+            )
+
+        self.result["actions"] = actions
+        self.result["changed"] = True
+        if RESET_KEY in actions:
+            self.result["released_key_masked"] = mask_license_key(self.stored)
+        if self.check_mode:
+            return self._finish(self.expected, OK, self._plan_message(actions, would=True))
+
+        key_now = self.stored
+        if RESET_KEY in actions:
+            reset_key(self.client)
+            self.client.invalidate_settings()
+            key_now = ""
+        try:
+            applied = apply_key(self.client, self.expected)
+        except MikoPBXError as err:
+            if err.licence_code == SEAT_TAKEN_CODE:
+                self.result["licence_error"] = error_summary(err)
+                return self._seat_shortage(
+                    "the licensing service refused a seat of key %s for %s (licence error 2008: all seats are "
+                    "held by other machines; nothing was stored): %s"
+                    % (mask_license_key(self.expected), self._host, describe_seats(seats)),
+                    reset_done=RESET_KEY in actions,
+                    error=err,
+                )
+            self.result["binding_status_after"] = UNBOUND if not key_now else self.status
+            self.result["license_key_masked"] = mask_license_key(key_now)
+            raise self._fail(
+                "applying key %s to %s failed%s: %s"
+                % (
+                    mask_license_key(self.expected),
+                    self._host,
+                    " after its previous key was reset (the host now holds no key)"
+                    if key_now == "" and self.stored
+                    else "",
+                    err.describe(),
+                ),
+                err,
+            ) from None
+        self.client.invalidate_settings()
+        key_now = normalize_license_key(applied.get("stored_key")) or self.expected
+
+        return self._verify_after_write(key_now, actions)
+
+    def _verify_after_write(self, key_now: str, actions: list[str]) -> dict[str, Any]:
+        live = self.probe_live()
+        after = binding_verdict(key_now, self.expected, live)
+        if live.info is not None:
+            self.result["seats"] = seat_report(live.info, self.opts.known_seats)
+        self.result["licence_error"] = live.error
+        self._finish(key_now, after, self._plan_message(actions, would=False))
+        if after != OK:
+            raise self._fail(
+                "key %s was applied to %s but the licence info does not confirm the binding (status %s): %s"
+                % (mask_license_key(key_now), self._host, after, (live.error or {}).get("message") or "no answer")
+            )
+        return self.result
+
+    def _plan_message(self, actions: list[str], would: bool) -> str:
+        key = mask_license_key(self.expected)
+        if RESET_KEY in actions and self.status == KEY_MISMATCH:
+            text = "replace key %s with %s on %s (reset, then apply)" % (mask_license_key(self.stored), key, self._host)
+        elif RESET_KEY in actions:
+            text = "re-bind key %s on %s to capture a seat for this machine (reset, then apply)" % (key, self._host)
+        else:
+            text = "bind key %s to %s (apply; captures a seat)" % (key, self._host)
+        if would:
+            return "would " + text + "; nothing sent in check mode"
+        return text[0].upper() + text[1:] + "; licence info confirms the seat"
+
+    def _refusal(self, status: str) -> BindingFailure:
+        if status == KEY_MISMATCH:
+            return self._fail(
+                "%s holds a different licence key (%s) than license_key (%s): nothing changed. To replace it, set "
+                "replace_key: true (resets the current key, releasing its seat, then applies the new one)"
+                % (self._host, mask_license_key(self.stored), mask_license_key(self.expected))
+            )
+        return self._fail(
+            "cannot ensure the binding of %s: %s. Nothing changed; retry when the PBX reaches the licensing service"
+            % (self._host, self._verdict_message(status))
+        )
+
+    def _seat_shortage(self, reason: str, reset_done: bool, error: MikoPBXError | None = None) -> dict[str, Any]:
+        """No seat for this host: fail (or warn) with the manual cabinet step; no further write."""
+        holders = list((self.opts.known_seats or {}).get("holders") or [])
+        step = manual_cabinet_step(
+            self.expected or "", target_host=self.opts.host_name, previous_host=self.opts.previous_host, holders=holders
+        )
+        self.result["manual_step"] = step
+        key_after = "" if reset_done else self.stored
+        status_after = UNBOUND if reset_done else self.status
+        self.result["changed"] = bool(reset_done)
+        self.result["actions"] = [RESET_KEY] if reset_done else []
+        if not reset_done:
+            self.result["released_key_masked"] = None
+
+        parts = [reason]
+        if holders:
+            parts.append("hosts holding seats: %s" % ", ".join(holders))
+        if reset_done:
+            parts.append(
+                "the previous key %s of %s was reset before the refusal, so the host now holds no key"
+                % (mask_license_key(self.stored), self._host)
+            )
+        parts.append("a seat must be freed in the licence cabinet: %s" % step["instructions"])
+        msg = "; ".join(parts)
+        self._finish(key_after, status_after, msg)
+
+        if self.opts.on_seat_shortage == "warn":
+            self._warn(msg)
+            return self.result
+        raise self._fail(msg, error)
+
+    # -- entry point -----------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        if self.opts.state == "absent":
+            return self.absent()
+        if self.opts.state == "verified":
+            return self.verified()
+        return self.present()

@@ -1,0 +1,617 @@
+"""Binding domain logic: verdicts, plans, seat figures, the manual cabinet step, the diff."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ansible_collections.mikopbx.marketplace.plugins.module_utils import binding
+from ansible_collections.mikopbx.marketplace.plugins.module_utils.binding import (
+    APPLY_KEY,
+    BINDING_REQUIRED,
+    KEY_MISMATCH,
+    OK,
+    RESET_KEY,
+    UNBOUND,
+    UNKNOWN,
+    LiveLicence,
+)
+from ansible_collections.mikopbx.marketplace.plugins.module_utils.licence import parse_license_info
+
+KEY = "MIKO-AAAAA-BBBBB-CCCCC-DDDDD"
+OTHER = "MIKO-ZZZZZ-YYYYY-XXXXX-WWWWW"
+
+
+def licence_info(count: int = 10, captured: int = 9) -> dict:
+    """Decoded licenseInfo as the PBX returns it (one product object, module product with a list)."""
+    return parse_license_info(
+        {
+            "@attributes": {"key": KEY, "companyname": "Example LLC", "email": "admin@example.com"},
+            "product": [
+                {
+                    "@attributes": {"name": "MikoPBX", "expired": "", "trial": "0"},
+                    "feature": {
+                        "@attributes": {
+                            "name": "MikoPBX base",
+                            "count": str(count),
+                            "counteach": "1",
+                            "captured": str(captured),
+                        }
+                    },
+                },
+                {
+                    "@attributes": {"name": "Module Example", "expired": "2099-12-31", "trial": "1"},
+                    "feature": [
+                        {"@attributes": {"name": "Feature A", "count": "5", "counteach": "1", "captured": "2"}},
+                        {"@attributes": {"name": "Feature B", "count": "1", "counteach": "0", "captured": "1"}},
+                    ],
+                },
+            ],
+        }
+    )
+
+
+# ------------------------------------------------------------------------------ verdicts
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected", "live", "status"),
+    [
+        ("", None, "skipped", UNBOUND),
+        ("", KEY, "skipped", UNBOUND),
+        (KEY, KEY, "bound", OK),
+        (KEY, None, "bound", OK),
+        (OTHER, KEY, "skipped", KEY_MISMATCH),
+        # A foreign key stays a mismatch even if its licence info would answer.
+        (OTHER, KEY, "bound", KEY_MISMATCH),
+        (KEY, KEY, "not_bound", BINDING_REQUIRED),
+        (KEY, None, "not_bound", BINDING_REQUIRED),
+        # The key string alone never makes a host ok.
+        (KEY, KEY, "unavailable", UNKNOWN),
+        (KEY, KEY, "skipped", UNKNOWN),
+    ],
+)
+def test_binding_verdict(stored, expected, live, status):
+    assert binding.binding_verdict(stored, expected, LiveLicence(live)) == status
+
+
+@pytest.mark.parametrize(
+    ("status", "replace", "actions"),
+    [
+        (OK, False, []),
+        (UNBOUND, False, [APPLY_KEY]),
+        (BINDING_REQUIRED, False, [RESET_KEY, APPLY_KEY]),
+        (KEY_MISMATCH, True, [RESET_KEY, APPLY_KEY]),
+    ],
+)
+def test_plan_present(status, replace, actions):
+    assert binding.plan_present(status, replace) == actions
+
+
+@pytest.mark.parametrize("status", [KEY_MISMATCH, UNKNOWN])
+def test_plan_present_refuses(status):
+    with pytest.raises(ValueError):
+        binding.plan_present(status, False)
+
+
+def test_unknown_is_refused_even_with_replace_key():
+    with pytest.raises(ValueError):
+        binding.plan_present(UNKNOWN, True)
+
+
+# ------------------------------------------------------------------------------ seats
+
+
+def test_seat_report_from_licence_info_lists_every_feature():
+    report = binding.seat_report(licence_info(10, 9), {"count": 10, "captured": 3, "holders": ["pbx-001"]})
+    assert report["source"] == "licence_info"
+    assert (report["count"], report["captured"], report["free"], report["host_limit"]) == (10, 9, 1, 10)
+    assert report["full"] is False
+    assert report["holders"] == ["pbx-001"]
+    assert {(f["product"], f["feature"], f["count"], f["captured"], f["free"]) for f in report["features"]} == {
+        ("MikoPBX", "MikoPBX base", 10, 9, 1),
+        ("Module Example", "Feature A", 5, 2, 3),
+        ("Module Example", "Feature B", 1, 1, 0),
+    }
+
+
+def test_seat_report_from_known_seats():
+    report = binding.seat_report(None, {"count": 10, "captured": 10, "holders": ["a", "b"]})
+    assert report["source"] == "known_seats"
+    assert (report["free"], report["full"], report["holders"]) == (0, True, ["a", "b"])
+    assert report["features"] == []
+
+
+def test_seat_report_without_figures_is_none():
+    assert binding.seat_report(None, None) is None
+    assert binding.seat_report(None, {"holders": ["a"]}) is None
+
+
+@pytest.mark.parametrize(
+    ("count", "captured", "full"),
+    [(10, 9, False), (10, 10, True), (10, 11, True), (3, 3, True), (3, 2, False), (20, 10, True), (None, 10, True)],
+)
+def test_seats_full_honours_seat_count_and_host_limit(count, captured, full):
+    assert binding.seats_full({"count": count, "captured": captured}) is full
+
+
+def test_seats_full_unknown_figures():
+    assert binding.seats_full(None) is False
+    assert binding.seats_full({"count": 10, "captured": None}) is False
+
+
+def test_describe_seats():
+    assert binding.describe_seats({"count": 10, "captured": 10, "free": 0}) == (
+        "10 of 10 seats captured, 0 free (a key serves at most 10 hosts)"
+    )
+    assert "unknown" in binding.describe_seats(None)
+
+
+# ------------------------------------------------------------------------------ manual cabinet step
+
+
+def test_manual_step_names_the_gone_host_and_never_the_key():
+    step = binding.manual_cabinet_step(KEY, target_host="pbx-011", previous_host="pbx-007", holders=["pbx-001"])
+    text = repr(step)
+    assert KEY not in text
+    assert "AAAAA" not in text and "BBBBB" not in text and "CCCCC" not in text
+    assert step["license_key_masked"] == "MIKO-*****-*****-*****-DDDDD"
+    assert step["reset_seat_of"] == "pbx-007"
+    assert "pbx-007" in step["instructions"] and "pbx-011" in step["instructions"]
+    assert "https://lm.mikopbx.com/client-cabinet/session/index/<license key>/" in step["page"]
+    assert "Marketplace" in step["page"] and "MIKO-*****-*****-*****-DDDDD" in step["page"]
+
+
+def test_manual_step_with_holders_only():
+    step = binding.manual_cabinet_step(KEY, target_host=None, previous_host=None, holders=["pbx-001", "pbx-002"])
+    assert step["reset_seat_of"] is None
+    assert "pbx-001, pbx-002" in step["instructions"]
+
+
+def test_manual_step_without_any_host_still_says_where():
+    step = binding.manual_cabinet_step(KEY, target_host=None, previous_host=None, holders=None)
+    assert step["holders"] == []
+    assert "licence cabinet" in step["instructions"]
+
+
+# ------------------------------------------------------------------------------ diff
+
+
+def test_diff_keeps_only_changed_keys():
+    before = {"license_key": None, "binding_status": UNBOUND, "x": 1}
+    after = {"license_key": "MIKO-*****-*****-*****-DDDDD", "binding_status": OK, "x": 1}
+    assert binding.binding_diff(before, after) == {
+        "before": {"binding_status": UNBOUND, "license_key": None},
+        "after": {"binding_status": OK, "license_key": "MIKO-*****-*****-*****-DDDDD"},
+    }
+    assert binding.binding_diff(before, before) == {"before": {}, "after": {}}
+
+
+# ------------------------------------------------------------------------------ the flow, HTTP mocked
+#
+# The real client, envelope parser and licence helpers run; only the HTTP adapter is faked
+# (tests/unit/conftest.py). Answers are shaped like the two MikoPBX generations answer them.
+
+from ansible_collections.mikopbx.marketplace.plugins.module_utils.api import MikoPBXClient  # noqa: E402
+from ansible_collections.mikopbx.marketplace.plugins.module_utils.binding import (  # noqa: E402
+    BindingFailure,
+    BindingManager,
+    BindingOptions,
+)
+from ansible_collections.mikopbx.marketplace.plugins.module_utils.errors import MikoPBXError  # noqa: E402
+
+PBX_URL = "https://pbx.example.net"
+
+
+# Bodies shaped like MikoPBX answers (reference §4, §11); replies are given to the fake transport
+# of tests/unit/conftest.py as dicts of its Reply fields.
+
+
+def Reply(status: int = 200, json=None, text=None) -> dict:  # noqa: N802 - reads like the conftest's Reply
+    return {"status": status, "json": json, "text": text}
+
+
+def v3_ok(data=None, function: str = "", messages=None) -> dict:
+    return {
+        "result": True,
+        "data": [] if data is None else data,
+        "messages": [] if messages is None else messages,
+        "function": function,
+        "processor": "",
+        "pid": 2101,
+        "meta": {"timestamp": "2026-04-10T12:00:00+00:00", "hash": "0" * 40},
+    }
+
+
+def v3_fail(messages, function: str = "", http_code: int | None = None) -> dict:
+    body = v3_ok(None, function, messages)
+    body["result"] = False
+    if http_code is not None:
+        body["httpCode"] = http_code
+    return body
+
+
+def legacy_ok(data=None, function: str = "", messages=None) -> dict:
+    body = v3_ok(data, function, messages)
+    body["jsonapi"] = {"version": "1.0"}
+    body["pid"] = 871
+    return body
+
+
+def legacy_fail(messages, function: str = "") -> dict:
+    body = legacy_ok(None, function, messages)
+    body["result"] = False
+    return body
+
+
+def license_info_string(key: str = KEY, count: int = 10, captured: int = 3) -> str:
+    """``data.licenseInfo``: a JSON *string* of the licence server's XML element."""
+    return json.dumps(
+        {
+            "@attributes": {
+                "key": key,
+                "companyname": "Example LLC",
+                "contact": "Jane Doe",
+                "email": "admin@example.com",
+                "tel": "+10000000000",
+            },
+            "product": {
+                "@attributes": {"name": "MikoPBX", "expired": "", "trial": "0"},
+                "feature": {
+                    "@attributes": {
+                        "name": "MikoPBX base",
+                        "count": str(count),
+                        "counteach": "1",
+                        "captured": str(captured),
+                    }
+                },
+            },
+        }
+    )
+
+
+V3 = "/pbxcore/api/v3/"
+SQL = V3 + "system:executeSqlRequest"
+INFO = V3 + "license:getLicenseInfo"
+RESET = V3 + "license:resetKey"
+APPLY = V3 + "license:processUserRequest"
+RAW_2008 = "2008: Failed to capture feature: no free licences, or the licence is bound to another PBX"
+TR_2008 = "The required licence is missing, or it is bound to a different MikoPBX station"
+RAW_NO_ANSWER = "0: No answer from the local licence service"
+
+WRITES = {("GET", RESET), ("POST", APPLY)}
+
+
+def settings_reply(key: str) -> dict:
+    rows = [{"key": "PBXVersion", "value": "2026.1.223"}, {"key": "Name", "value": "PBX"}]
+    if key is not None:
+        rows.append({"key": "PBXLicense", "value": key})
+    return v3_ok({"query": "SELECT", "database": "main", "rows": rows, "rowCount": len(rows), "affectedRows": 0})
+
+
+def info_ok(key: str = KEY, count: int = 10, captured: int = 9) -> dict:
+    return v3_ok({"licenseInfo": license_info_string(key, count=count, captured=captured)}, "getLicenseInfo")
+
+
+def info_2008() -> Reply:
+    return Reply(422, json=v3_fail([RAW_2008], "getLicenseInfo"))
+
+
+def apply_ok(key: str = KEY) -> dict:
+    return v3_ok({"PBXLicense": key}, "processUserRequest", {"info": ["Registration completed successfully"]})
+
+
+def apply_2008() -> Reply:
+    return Reply(400, json=v3_fail({"license": [TR_2008]}, "processUserRequest", http_code=400))
+
+
+def v3_pbx(fake_http, stored: str | None, *info, apply=None):
+    fake_http.add("POST", SQL, json=settings_reply(stored))
+    for reply in info:
+        fake_http.add("GET", INFO, reply if "status" in reply else Reply(json=reply))
+    fake_http.add("GET", RESET, json=v3_ok([], "resetKey"))
+    if apply is not None:
+        fake_http.add("POST", APPLY, apply if "status" in apply else Reply(json=apply))
+    return fake_http
+
+
+def manager(state: str, check_mode: bool = False, warnings: list | None = None, **options) -> BindingManager:
+    client = MikoPBXClient(PBX_URL, api_key="a" * 64, retries=0)
+    opts = BindingOptions(state=state, **options)
+    sink = warnings if warnings is not None else []
+    return BindingManager(client, opts, check_mode=check_mode, warn=sink.append)
+
+
+def writes(fake_http) -> list[tuple[str, str]]:
+    return [call for call in fake_http.calls() if call in WRITES]
+
+
+def assert_no_key_in(value) -> None:
+    text = repr(value)
+    for secret in (KEY, OTHER, "AAAAA-BBBBB", "ZZZZZ-YYYYY"):
+        assert secret not in text
+
+
+# state: verified
+
+
+def test_verified_ok_reads_only_and_reports_seats(fake_http):
+    v3_pbx(fake_http, KEY, info_ok(captured=9))
+    result = manager("verified", license_key=KEY).run()
+    assert result["binding_status"] == OK and result["binding_status_after"] == OK
+    assert result["changed"] is False
+    assert result["seats"]["count"] == 10 and result["seats"]["captured"] == 9 and result["seats"]["free"] == 1
+    assert result["license_key_masked"] == "MIKO-*****-*****-*****-DDDDD"
+    assert fake_http.calls() == [("POST", SQL), ("GET", INFO)]
+    assert_no_key_in(result)
+
+
+def test_verified_restored_onto_new_machine_is_binding_required_never_ok(fake_http):
+    v3_pbx(fake_http, KEY, info_2008())
+    result = manager("verified", license_key=KEY).run()
+    assert result["binding_status"] == BINDING_REQUIRED
+    assert result["licence_error"]["code"] == 2008
+    assert writes(fake_http) == []
+
+
+def test_verified_foreign_key_is_key_mismatch_without_asking_the_licence_service(fake_http):
+    v3_pbx(fake_http, OTHER)
+    result = manager("verified", license_key=KEY).run()
+    assert result["binding_status"] == KEY_MISMATCH
+    assert "WWWWW" in result["msg"] and "DDDDD" in result["msg"]
+    assert fake_http.calls() == [("POST", SQL)]
+    assert_no_key_in(result)
+
+
+def test_verified_licensing_service_down_is_unknown_not_ok(fake_http):
+    v3_pbx(fake_http, KEY, Reply(422, json=v3_fail([RAW_NO_ANSWER], "getLicenseInfo")))
+    result = manager("verified", license_key=KEY).run()
+    assert result["binding_status"] == UNKNOWN
+    assert result["licence_error"] is not None
+    assert result["seats"] is None
+
+
+def test_verified_no_key_is_unbound(fake_http):
+    v3_pbx(fake_http, "")
+    result = manager("verified", license_key=KEY).run()
+    assert result["binding_status"] == UNBOUND
+    assert fake_http.calls() == [("POST", SQL)]
+
+
+def test_verified_fail_on_status(fake_http):
+    v3_pbx(fake_http, KEY, info_2008())
+    with pytest.raises(BindingFailure) as failed:
+        manager("verified", license_key=KEY, fail_on_status=[BINDING_REQUIRED]).run()
+    assert failed.value.result["binding_status"] == BINDING_REQUIRED
+    assert "fail_on_status" in failed.value.msg
+
+
+def test_verified_pbx_unreachable_is_an_error_not_unknown(fake_http):
+    import requests
+
+    fake_http.add("POST", SQL, json=settings_reply(KEY))
+    fake_http.add("GET", INFO, requests.exceptions.ConnectionError("Connection refused"))
+    with pytest.raises(MikoPBXError) as failed:
+        manager("verified", license_key=KEY).run()
+    assert failed.value.classification == "unreachable"
+
+
+# state: absent
+
+
+def test_absent_releases_and_returns_masked_key(fake_http):
+    v3_pbx(fake_http, KEY, info_ok())
+    result = manager("absent").run()
+    assert result["changed"] is True
+    assert result["released_key_masked"] == "MIKO-*****-*****-*****-DDDDD"
+    assert result["binding_status"] == OK and result["binding_status_after"] == UNBOUND
+    assert result["license_key_masked"] is None
+    assert writes(fake_http) == [("GET", RESET)]
+    assert result["diff"]["after"] == {"binding_status": UNBOUND, "license_key": None}
+    assert_no_key_in(result)
+
+
+def test_absent_check_mode_sends_no_reset(fake_http):
+    v3_pbx(fake_http, KEY, info_ok())
+    result = manager("absent", check_mode=True).run()
+    assert result["changed"] is True and result["actions"] == [RESET_KEY]
+    assert result["released_key_masked"] == "MIKO-*****-*****-*****-DDDDD"
+    assert writes(fake_http) == []
+    assert "would release" in result["msg"]
+
+
+def test_absent_without_key_is_idempotent(fake_http):
+    v3_pbx(fake_http, "")
+    result = manager("absent").run()
+    assert result["changed"] is False and result["released_key_masked"] is None
+    assert fake_http.calls() == [("POST", SQL)]
+
+
+def test_absent_with_another_key_releases_nothing_and_warns(fake_http):
+    v3_pbx(fake_http, OTHER)
+    warnings: list = []
+    result = manager("absent", warnings=warnings, license_key=KEY).run()
+    assert result["changed"] is False and writes(fake_http) == []
+    assert warnings and "nothing released" in warnings[0]
+    assert_no_key_in(warnings)
+
+
+# state: present
+
+
+def test_present_already_bound_is_a_no_op(fake_http):
+    v3_pbx(fake_http, KEY, info_ok())
+    result = manager("present", license_key=KEY).run()
+    assert result["changed"] is False and result["actions"] == []
+    assert writes(fake_http) == []
+    assert fake_http.calls() == [("POST", SQL), ("GET", INFO)]
+
+
+def test_present_binds_an_unbound_host_and_verifies(fake_http):
+    v3_pbx(fake_http, "", info_ok(captured=10), apply=apply_ok())
+    result = manager("present", license_key=KEY).run()
+    assert result["changed"] is True and result["actions"] == [APPLY_KEY]
+    assert result["binding_status"] == UNBOUND and result["binding_status_after"] == OK
+    assert fake_http.calls() == [("POST", SQL), ("POST", APPLY), ("GET", INFO)]
+    assert fake_http.requests[1].json == {"licKey": KEY}
+    assert result["seats"]["captured"] == 10 and result["seats"]["full"] is True
+
+
+def test_present_check_mode_plans_without_writing(fake_http):
+    v3_pbx(fake_http, "", apply=apply_ok())
+    result = manager("present", check_mode=True, license_key=KEY).run()
+    assert result["changed"] is True and result["actions"] == [APPLY_KEY]
+    assert result["binding_status_after"] == OK
+    assert writes(fake_http) == []
+    assert result["msg"].startswith("would bind")
+
+
+def test_present_binding_required_resets_then_applies(fake_http):
+    v3_pbx(fake_http, KEY, info_2008(), info_ok(), apply=apply_ok())
+    result = manager("present", license_key=KEY).run()
+    assert result["actions"] == [RESET_KEY, APPLY_KEY]
+    assert fake_http.calls() == [("POST", SQL), ("GET", INFO), ("GET", RESET), ("POST", APPLY), ("GET", INFO)]
+    assert result["binding_status"] == BINDING_REQUIRED and result["binding_status_after"] == OK
+
+
+def test_present_key_mismatch_refused_without_replace_key(fake_http):
+    v3_pbx(fake_http, OTHER, apply=apply_ok())
+    with pytest.raises(BindingFailure) as failed:
+        manager("present", license_key=KEY).run()
+    msg = failed.value.msg
+    assert "MIKO-*****-*****-*****-WWWWW" in msg and "MIKO-*****-*****-*****-DDDDD" in msg
+    assert "replace_key: true" in msg
+    assert failed.value.result["binding_status"] == KEY_MISMATCH
+    assert writes(fake_http) == []
+    assert_no_key_in(failed.value.result)
+
+
+def test_present_key_mismatch_replaced_with_replace_key(fake_http):
+    v3_pbx(fake_http, OTHER, info_ok(), apply=apply_ok())
+    result = manager("present", license_key=KEY, replace_key=True).run()
+    assert writes(fake_http) == [("GET", RESET), ("POST", APPLY)]
+    assert result["released_key_masked"] == "MIKO-*****-*****-*****-WWWWW"
+    assert result["binding_status"] == KEY_MISMATCH and result["binding_status_after"] == OK
+    assert_no_key_in(result)
+
+
+def test_present_known_seats_full_fails_before_any_write(fake_http):
+    v3_pbx(fake_http, "", apply=apply_ok())
+    holders = ["pbx-%03d" % i for i in range(1, 11)]
+    with pytest.raises(BindingFailure) as failed:
+        manager(
+            "present",
+            license_key=KEY,
+            previous_host="pbx-007",
+            known_seats={"count": 10, "captured": 10, "holders": holders},
+        ).run()
+    assert writes(fake_http) == []
+    result = failed.value.result
+    assert "10 of 10 seats captured, 0 free" in failed.value.msg
+    assert "pbx-001" in failed.value.msg
+    assert result["manual_step"]["reset_seat_of"] == "pbx-007"
+    assert result["changed"] is False
+    assert_no_key_in(result)
+
+
+def test_present_server_2008_maps_to_the_same_clear_error_without_retry(fake_http):
+    v3_pbx(fake_http, "", apply=apply_2008())
+    with pytest.raises(BindingFailure) as failed:
+        manager("present", license_key=KEY, previous_host="pbx-007").run()
+    assert fake_http.count("POST", APPLY) == 1
+    assert "licence error 2008" in failed.value.msg
+    assert failed.value.result["manual_step"]["reset_seat_of"] == "pbx-007"
+    assert failed.value.result["binding_status_after"] == UNBOUND
+    assert failed.value.result["licence_error"]["code"] == 2008
+
+
+def test_present_seat_shortage_warn_returns_the_manual_step(fake_http):
+    v3_pbx(fake_http, "", apply=apply_ok())
+    warnings: list = []
+    result = manager(
+        "present",
+        warnings=warnings,
+        license_key=KEY,
+        on_seat_shortage="warn",
+        known_seats={"count": 10, "captured": 10, "holders": []},
+    ).run()
+    assert result["changed"] is False and writes(fake_http) == []
+    assert result["manual_step"] is not None
+    assert warnings and "licence cabinet" in warnings[0]
+    assert_no_key_in(warnings)
+
+
+def test_present_binding_required_and_2008_after_reset_says_the_key_is_gone(fake_http):
+    v3_pbx(fake_http, KEY, info_2008(), apply=apply_2008())
+    with pytest.raises(BindingFailure) as failed:
+        manager("present", license_key=KEY).run()
+    result = failed.value.result
+    assert result["changed"] is True and result["actions"] == [RESET_KEY]
+    assert result["binding_status_after"] == UNBOUND and result["license_key_masked"] is None
+    assert "now holds no key" in failed.value.msg
+
+
+def test_present_unknown_refuses_to_guess(fake_http):
+    v3_pbx(fake_http, KEY, Reply(422, json=v3_fail([RAW_NO_ANSWER], "getLicenseInfo")), apply=apply_ok())
+    with pytest.raises(BindingFailure) as failed:
+        manager("present", license_key=KEY).run()
+    assert writes(fake_http) == []
+    assert failed.value.result["binding_status"] == UNKNOWN
+
+
+# legacy generation (2024.1): admin session, key from the admin page, HTTP 200 for every answer
+
+LEGACY_LOGIN = "/admin-cabinet/session/start"
+LEGACY_PAGE = "/admin-cabinet/pbx-extension-modules/index"
+L_INFO = "/pbxcore/api/license/getLicenseInfo"
+L_RESET = "/pbxcore/api/license/resetKey"
+L_APPLY = "/pbxcore/api/license/processUserRequest"
+
+
+def legacy_pbx(fake_http, stored: str, *info, apply=None):
+    fake_http.add(
+        "POST",
+        LEGACY_LOGIN,
+        json={"success": True, "reload": "/admin-cabinet/extensions/index", "message": []},
+        cookies={"PHPSESSID": "sess1"},
+    )
+    page = "<script>var globalPBXLicense = '%s'; var globalPBXVersion = '2024.1.114';</script>" % stored
+    fake_http.add("GET", LEGACY_PAGE, text=page)
+    for reply in info:
+        fake_http.add("GET", L_INFO, json=reply)
+    fake_http.add("GET", L_RESET, json=legacy_ok([], "resetKey"))
+    if apply is not None:
+        fake_http.add("POST", L_APPLY, json=apply)
+
+
+def legacy_manager(state: str, **options) -> BindingManager:
+    client = MikoPBXClient(PBX_URL, username="admin", password="secret-pass", retries=0)
+    return BindingManager(client, BindingOptions(state=state, **options))
+
+
+def test_legacy_binding_required_then_rebind(fake_http):
+    legacy_pbx(
+        fake_http,
+        KEY,
+        legacy_fail({"license": [TR_2008]}, "getLicenseInfo"),
+        legacy_ok({"licenseInfo": license_info_string(KEY, captured=4)}, "getLicenseInfo"),
+        apply=legacy_ok({"PBXLicense": KEY}, "processUserRequest", {"info": ["Registration completed successfully"]}),
+    )
+    result = legacy_manager("present", license_key=KEY).run()
+    assert result["binding_status"] == BINDING_REQUIRED and result["binding_status_after"] == OK
+    assert [c for c in fake_http.calls() if c[1].startswith("/pbxcore/api/license/")] == [
+        ("GET", L_INFO),
+        ("GET", L_RESET),
+        ("POST", L_APPLY),
+        ("GET", L_INFO),
+    ]
+    assert fake_http.requests[-2].form == {"licKey": [KEY]}
+
+
+def test_legacy_apply_2008_is_a_seat_shortage(fake_http):
+    legacy_pbx(fake_http, "", apply=legacy_fail({"license": [TR_2008]}, "processUserRequest"))
+    with pytest.raises(BindingFailure) as failed:
+        legacy_manager("present", license_key=KEY, known_seats={"holders": ["pbx-002"]}).run()
+    assert failed.value.result["manual_step"]["holders"] == ["pbx-002"]
+    assert fake_http.count("POST", L_APPLY) == 1
