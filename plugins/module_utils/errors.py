@@ -72,12 +72,14 @@ def mask_text(text: Any, secrets: Iterable[str] = ()) -> str:
         return ""
     result = text if isinstance(text, str) else str(text)
 
+    # Keys first, so that a known key still shows as MIKO-*****-*****-*****-DDDDD.
+    result = _KEY_RE.sub(_mask_key, result)
+
     # Longest first so that a secret containing another one is masked as a whole.
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         if len(secret) >= 3 and secret in result:
             result = result.replace(secret, MASK)
 
-    result = _KEY_RE.sub(_mask_key, result)
     result = _BEARER_RE.sub(lambda m: m.group(1) + MASK, result)
     return _COOKIE_RE.sub(lambda m: m.group(1) + MASK, result)
 

@@ -122,7 +122,7 @@ _CODE_RE = re.compile(
 _TEXT_PATTERNS: list[tuple[int | str, re.Pattern]] = [
     (2008, re.compile(r"(bound|linked|attached|tied)\s+to\s+(a\s+|an\s+)?(different|another)", re.I)),
     (2008, re.compile(r"(failed|unable)\s+to\s+capture\s+(the\s+)?feature", re.I)),
-    (2022, re.compile(r"e-?mail.*(different|another)\s+company", re.I)),
+    (2022, re.compile(r"e-?mail.*(different|another)\s+company|(different|another)\s+company.*e-?mail", re.I)),
     (2051, re.compile(r"(machine|pbx|computer|station).*registered.*(another|different)\s+e-?mail", re.I)),
     (2037, re.compile(r"coupon.*(key|registration)\s+number.*(wrong|incorrect|invalid)", re.I)),
     (2040, re.compile(r"(no\s+such\s+coupon|coupon.*(not\s+found|does\s+not\s+exist))", re.I)),
