@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Run `ansible-test sanity` with one ansible-core venv on the staged copy of the collection.
+# Usage: .ci/sanity.sh VENV_BIN PYTHON_VERSION COLLECTION_COPY FINDINGS_FILE
+#
+# The full output is kept in build/sanity-<python>.log; on failure the ERROR lines are appended
+# to FINDINGS_FILE with a header saying which run found them.
+set -euo pipefail
+
+venv_bin="$1"
+python_version="$2"
+collection_copy="$3"
+findings="$4"
+
+log="$(dirname "${findings}")/sanity-${python_version}.log"
+core_version="$("${venv_bin}/python" -c 'import ansible; print(ansible.__version__)')"
+mkdir -p "$(dirname "${findings}")"
+
+export PATH="${venv_bin}:${PATH}"
+
+# The console gets the test results without the progress of pip inside ansible-test's venvs
+# (ansible-test passes pip no quiet option); the log keeps everything.
+pip_progress='^(Looking in |Collecting |Processing |Requirement already |Installing collected |Successfully |'
+pip_progress+='Attempting uninstall|Found existing installation|Uninstalling |Using cached |WARNING: Location )'
+pip_progress+='|^ +(Downloading|Using cached|Successfully uninstalled|━)|^$'
+
+rc=0
+(
+    cd "${collection_copy}"
+    ansible-test sanity --local --requirements --python "${python_version}" --color no
+) 2>&1 | tee "${log}" | { grep -Ev "${pip_progress}" || true; } || rc=$?
+
+if [[ "${rc}" -ne 0 ]]; then
+    {
+        echo "## ansible-test sanity, ansible-core ${core_version}, Python ${python_version}, $(date -u +%FT%TZ)"
+        grep -E '^(ERROR|FATAL):' "${log}" || echo "(no ERROR lines; see ${log})"
+        echo
+    } >>"${findings}"
+    echo "sanity (ansible-core ${core_version}, Python ${python_version}) failed; findings in ${findings}" >&2
+fi
+exit "${rc}"
