@@ -1,0 +1,142 @@
+"""Pieces shared by both generations' HTTP layers: worker emulation, nginx rate limit, bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from . import envelope, texts
+
+if TYPE_CHECKING:
+    from .pbx import PBX, R
+
+LOCALHOST_HEADER = "X-Emulator-Localhost"
+WORKER_WAIT = {"v3": 30.0, "legacy": 10.0}
+RATE_PER_MIN = 180
+RATE_BURST = 20
+
+
+def is_localhost(pbx: PBX, request: web.Request) -> bool:
+    """All emulated PBXs listen on 127.0.0.1, so the real "request from localhost" rule would let
+    every test in.  The emulator treats a request as local only when it says so explicitly."""
+    return request.headers.get(LOCALHOST_HEADER) == "1" or pbx.option("localhost_bypass")
+
+
+async def read_body(request: web.Request, *, form_only: bool) -> dict[str, Any]:
+    """Request data.  Legacy reads POST form fields only (a JSON body is ignored); v3 accepts JSON
+    or form bodies and merges query parameters on top."""
+    data: dict[str, Any] = {}
+    if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.can_read_body:
+        ctype = request.content_type or ""
+        if ctype == "application/json" and not form_only:
+            raw = await request.read()
+            try:
+                obj = json.loads(raw or b"{}")
+            except ValueError:
+                obj = {}
+            if isinstance(obj, dict):
+                data.update(obj)
+        elif ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            post = await request.post()
+            for k in post:
+                vals = post.getall(k)
+                v = vals[-1]
+                if k.endswith("[]"):
+                    data[k[:-2]] = [str(x) for x in vals]
+                else:
+                    data[k] = v if isinstance(v, str) else str(v)
+        elif ctype == "" and not form_only:
+            raw = await request.read()
+            if raw:
+                data.update(dict(parse_qsl(raw.decode("utf-8", "replace"))))
+    if not form_only:
+        for k, v in request.query.items():
+            data[k] = v
+    return data
+
+
+_NUMERIC_INT = re.compile(r"^[+-]?\d+$")
+
+
+def sanitize_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """v3 BaseController sanitising: strings trimmed; integer-looking strings become integers
+    (so a phone '+70000000000' loses its '+')."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, str):
+            v = v.strip()
+            if _NUMERIC_INT.match(v) and len(v) < 19:
+                v = int(v)
+        out[k] = v
+    return out
+
+
+def rate_limited(pbx: PBX, request: web.Request) -> bool:
+    """nginx Lua limiter (2026 only): per client IP 180/min + 20 burst; then a block of 300 s that
+    doubles per repeat offence (cap 3600 s).  Localhost is exempt; so is a PBX whose
+    PBXRateLimitEnabled is 0 or a fleet started with --rate-limit off."""
+    if pbx.generation != "v3" or not pbx.fleet.rate_limit or is_localhost(pbx, request):
+        return False
+    if pbx.settings.get("PBXRateLimitEnabled", "1") == "0" or pbx.state.get("options", {}).get("rate_limit") is False:
+        return False
+    now = pbx.now()
+    if pbx.rate_blocked_until > now:
+        return True
+    hits = pbx.rate_hits
+    while hits and hits[0] <= now - 60:
+        hits.popleft()
+    hits.append(now)
+    if len(hits) > RATE_PER_MIN + RATE_BURST:
+        pbx.rate_blocked_until = now + min(3600, 300 * 2 ** pbx.rate_offences)
+        pbx.rate_offences += 1
+        hits.clear()
+        return True
+    return False
+
+
+def nginx_429() -> web.Response:
+    return envelope.plain(429, texts.NGINX_429)
+
+
+async def run_worker(pbx: PBX, path: str, factory: Callable[[], Awaitable[R]],
+                     respond: Callable[[R], web.Response]) -> web.Response:
+    """Queue -> worker -> answer, with the generation's wait limit and the count faults."""
+    fv = pbx.fault_view
+    v3 = pbx.generation == "v3"
+    if fv.consume("queue_full", path):
+        if v3:
+            return envelope.v3_error(pbx, 503, texts.QUEUE_FULL)
+        return envelope.legacy_errors(pbx, 503, texts.QUEUE_FULL)
+    if fv.consume("db_locked", path):
+        from .pbx import R
+        return respond(R(False, [], {"error": [texts.DB_LOCKED]}))
+    wait = WORKER_WAIT[pbx.generation]
+    wt = fv.consume("worker_timeout", path)
+    if wt is not None:
+        if wt.get("apply", True):
+            task = asyncio.ensure_future(factory())
+            pbx.fleet.background.add(task)
+            task.add_done_callback(pbx.fleet.background.discard)
+        await pbx.fleet.clock.sleep(wait)
+        return timeout_response(pbx)
+    task = asyncio.ensure_future(factory())
+    try:
+        r = await asyncio.wait_for(asyncio.shield(task), pbx.fleet.clock.real(wait) + 0.05)
+    except TimeoutError:
+        # the worker keeps going (its effect lands later); the client sees the timeout
+        pbx.fleet.background.add(task)
+        task.add_done_callback(pbx.fleet.background.discard)
+        return timeout_response(pbx)
+    return respond(r)
+
+
+def timeout_response(pbx: PBX) -> web.Response:
+    if pbx.generation == "v3":
+        return envelope.v3_error(pbx, 400, texts.WORKER_TIMEOUT)
+    return envelope.legacy_errors(pbx, 500, texts.LEGACY_500)
