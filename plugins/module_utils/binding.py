@@ -54,6 +54,13 @@ CABINET_URL_TEMPLATE = "https://lm.mikopbx.com/client-cabinet/session/index/<lic
 _PBX_SIDE_CLASSIFICATIONS = ("auth", "tls", "rate_limited", "not_found", "unsupported")
 
 
+_SOURCE_WORDS = {
+    "licence_info": "the licence info answered for this machine",
+    "feature_status": "the PBX's base-feature licence check for this machine",
+    "key_application": "the licensing service granting the seat when the key was applied",
+}
+
+
 # --------------------------------------------------------------------------------------------
 # Pure helpers
 
@@ -64,11 +71,15 @@ class LiveLicence:
 
     ``state`` is ``bound`` (licence info answered), ``not_bound`` (licence error 2008),
     ``unavailable`` (no usable answer) or ``skipped`` (not asked: no key, or a foreign key).
+    ``source`` names the answer the state rests on: ``licence_info``, ``feature_status`` (2024.1
+    base-feature check) or ``key_application`` (the licensing service granted the seat when the key
+    was applied in this run).
     """
 
     state: str
     info: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    source: str | None = None
 
 
 def error_summary(err: MikoPBXError) -> dict[str, Any]:
@@ -300,6 +311,7 @@ class BindingManager:
             "manual_step": None,
             "actions": [],
             "licence_error": None,
+            "verified_by": None,
         }
 
     # -- reading ---------------------------------------------------------------------------
@@ -317,12 +329,30 @@ class BindingManager:
             info = read_license_info(self.client)
         except MikoPBXError as err:
             if err.licence_code == SEAT_TAKEN_CODE:
-                return LiveLicence("not_bound", error=error_summary(err))
-            if err.classification in _PBX_SIDE_CLASSIFICATIONS or (err.status is None and not err.is_licence_error):
-                # The PBX itself did not answer (or refused us): that is no verdict about licensing.
-                raise
-            return LiveLicence("unavailable", error=error_summary(err))
-        return LiveLicence("bound", info=info)
+                return LiveLicence("not_bound", error=error_summary(err), source="licence_info")
+            self._raise_if_pbx_side(err)
+            if err.licence_code is None and self.client.generation == "legacy":
+                return self._legacy_feature_probe(err)
+            return LiveLicence("unavailable", error=error_summary(err), source="licence_info")
+        return LiveLicence("bound", info=info, source="licence_info")
+
+    @staticmethod
+    def _raise_if_pbx_side(err: MikoPBXError) -> None:
+        # The PBX itself did not answer (or refused us): that is no verdict about licensing.
+        if err.classification in _PBX_SIDE_CLASSIFICATIONS or (err.status is None and not err.is_licence_error):
+            raise err
+
+    def _legacy_feature_probe(self, first: MikoPBXError) -> LiveLicence:
+        """2024.1 answers a failed getLicenseInfo with no message at all, whether the machine holds no
+        seat or the licensing service is silent. Its base-feature check (feature 33) says which."""
+        try:
+            self.client.call("license.getMikoPBXFeatureStatus")
+        except MikoPBXError as err:
+            if err.licence_code == SEAT_TAKEN_CODE:
+                return LiveLicence("not_bound", error=error_summary(err), source="feature_status")
+            self._raise_if_pbx_side(err)
+            return LiveLicence("unavailable", error=error_summary(err), source="feature_status")
+        return LiveLicence("bound", error=error_summary(first), source="feature_status")
 
     def read(self) -> str:
         """Current binding status (no write). A foreign key's licence info is not asked for."""
@@ -333,6 +363,7 @@ class BindingManager:
         self.result["binding_status"] = self.status
         self.result["license_key_masked"] = mask_license_key(self.stored)
         self.result["licence_error"] = self.live.error
+        self.result["verified_by"] = self.live.source
         self.result["seats"] = seat_report(self.live.info, self.opts.known_seats)
         return self.status
 
@@ -373,7 +404,11 @@ class BindingManager:
     def _verdict_message(self, status: str) -> str:
         stored = mask_license_key(self.stored)
         if status == OK:
-            return "%s holds key %s and a seat of it (licence info answered for this machine)" % (self._host, stored)
+            return "%s holds key %s and a seat of it (confirmed by %s)" % (
+                self._host,
+                stored,
+                _SOURCE_WORDS.get(self.live.source or "", "the licensing service"),
+            )
         if status == UNBOUND:
             return "%s holds no licence key" % self._host
         if status == KEY_MISMATCH:
@@ -493,10 +528,22 @@ class BindingManager:
 
     def _verify_after_write(self, key_now: str, actions: list[str]) -> dict[str, Any]:
         live = self.probe_live()
+        if live.state == "not_bound" and self.client.generation == "legacy" and self.live.state == "not_bound":
+            # 2024.1 keeps a failed licence answer cached for 120 s per key, and this run has just
+            # asked for this key: the "no seat" answer predates the apply. The licensing service
+            # granted the seat when it accepted the key, which is the live answer to rely on.
+            self._warn(
+                "MikoPBX 2024.1 still answers the licence check of key %s from its 120-second cache of the failure "
+                "seen before the re-bind; the seat was granted when the key was applied. Run state=verified after "
+                "two minutes to see it confirmed by licence info" % mask_license_key(key_now)
+            )
+            live = LiveLicence("bound", error=live.error, source="key_application")
         after = binding_verdict(key_now, self.expected, live)
+        self.live = live
         if live.info is not None:
             self.result["seats"] = seat_report(live.info, self.opts.known_seats)
         self.result["licence_error"] = live.error
+        self.result["verified_by"] = live.source
         self._finish(key_now, after, self._plan_message(actions, would=False))
         if after != OK:
             raise self._fail(
@@ -515,7 +562,8 @@ class BindingManager:
             text = "bind key %s to %s (apply; captures a seat)" % (key, self._host)
         if would:
             return "would " + text + "; nothing sent in check mode"
-        return text[0].upper() + text[1:] + "; licence info confirms the seat"
+        source = _SOURCE_WORDS.get(self.live.source or "", "the licensing service")
+        return text[0].upper() + text[1:] + "; seat confirmed by " + source
 
     def _refusal(self, status: str) -> BindingFailure:
         if status == KEY_MISMATCH:

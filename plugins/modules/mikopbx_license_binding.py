@@ -129,8 +129,15 @@ notes:
     (O(previous_host), O(known_seats.holders)); match them to the machines listed in the cabinet.
   - C(license:resetKey) is an HTTP GET that changes the PBX; the module never sends it in check mode and the API
     client never retries it.
-  - Licence information is cached by the PBX for about two minutes per key; figures read right after a change
-    on another host can lag behind.
+  - Licence information is cached by the PBX for 120 seconds per key; seat figures read right after a change
+    on another host can lag behind, and a seat freed in the cabinet can still look bound for two minutes.
+  - MikoPBX 2024.1 answers a failed licence-information request without any message, and caches that failure
+    for 120 seconds. The module then asks the PBX's base-feature licence check (C(getMikoPBXFeatureStatus)) to
+    tell a missing seat from a silent licensing service (RV(verified_by=feature_status)). Right after re-binding
+    a V(binding_required) host both answers still come from the cache. The seat is then taken as confirmed by the
+    licensing service's acceptance of the key (RV(verified_by=key_application)) and a warning says so. A re-run
+    inside those two minutes still sees V(binding_required) and re-binds again (reset, then apply; the seat is
+    released first, so no extra seat is taken). Verify after two minutes.
   - Ordering a migration (check the new host, release the old one, bind the new one, verify) is the job of the
     playbook or role; each step of this module is idempotent and safe to re-run.
 seealso:
@@ -277,6 +284,15 @@ manual_step:
     holders: [pbx-01, pbx-02]
     instructions: "Open the licence cabinet page of key MIKO-*****-*****-*****-7QX2B (...) and reset the seat
       (binding) of pbx-07-old, the machine this PBX replaces; then run this task again for pbx-07."
+verified_by:
+  description:
+    - The answer the final binding status rests on. V(licence_info) (licence information answered for this
+      machine), V(feature_status) (MikoPBX 2024.1 base-feature licence check), V(key_application) (the licensing
+      service granted the seat when the key was applied in this run); null when nothing was asked (no key, or a
+      different key).
+  returned: always
+  type: str
+  sample: licence_info
 licence_error:
   description: The licence failure that decided the status (for example code 2008), masked; null when none.
   returned: always

@@ -590,23 +590,84 @@ def legacy_manager(state: str, **options) -> BindingManager:
     return BindingManager(client, BindingOptions(state=state, **options))
 
 
-def test_legacy_binding_required_then_rebind(fake_http):
+L_FEATURE = "/pbxcore/api/license/getMikoPBXFeatureStatus"
+# 2024.1 answers a failed getLicenseInfo with result false and no message at all.
+LEGACY_INFO_FAILED = legacy_fail([], "getLicenseInfo")
+LEGACY_FEATURE_2008 = legacy_fail({"license": [TR_2008]}, "getMikoPBXFeatureStatus")
+LEGACY_FEATURE_DOWN = legacy_fail(
+    {"license": ["The licensing server did not answer. Check the Internet connection settings of the station"]},
+    "getMikoPBXFeatureStatus",
+)
+
+
+def legacy_calls(fake_http) -> list[tuple[str, str]]:
+    return [c for c in fake_http.calls() if c[1].startswith("/pbxcore/api/license/")]
+
+
+def test_legacy_verified_binding_required_is_told_by_the_feature_check(fake_http):
+    legacy_pbx(fake_http, KEY, LEGACY_INFO_FAILED)
+    fake_http.add("GET", L_FEATURE, json=LEGACY_FEATURE_2008)
+    result = legacy_manager("verified", license_key=KEY).run()
+    assert result["binding_status"] == BINDING_REQUIRED
+    assert result["verified_by"] == "feature_status"
+    assert legacy_calls(fake_http) == [("GET", L_INFO), ("GET", L_FEATURE)]
+
+
+def test_legacy_verified_licensing_down_is_unknown(fake_http):
+    legacy_pbx(fake_http, KEY, LEGACY_INFO_FAILED)
+    fake_http.add("GET", L_FEATURE, json=LEGACY_FEATURE_DOWN)
+    result = legacy_manager("verified", license_key=KEY).run()
+    assert result["binding_status"] == UNKNOWN
+    assert result["licence_error"]["classification"] == "unreachable"
+
+
+def test_legacy_bound_with_info_needs_no_feature_check(fake_http):
+    legacy_pbx(fake_http, KEY, legacy_ok({"licenseInfo": license_info_string(KEY, captured=4)}, "getLicenseInfo"))
+    result = legacy_manager("verified", license_key=KEY).run()
+    assert result["binding_status"] == OK and result["verified_by"] == "licence_info"
+    assert result["seats"]["captured"] == 4
+    assert legacy_calls(fake_http) == [("GET", L_INFO)]
+
+
+def test_legacy_rebind_relies_on_the_key_application_while_the_failure_is_cached(fake_http):
+    # Before and after the re-bind the PBX serves its cached "no seat" answer (120 s per key).
     legacy_pbx(
         fake_http,
         KEY,
-        legacy_fail({"license": [TR_2008]}, "getLicenseInfo"),
-        legacy_ok({"licenseInfo": license_info_string(KEY, captured=4)}, "getLicenseInfo"),
+        LEGACY_INFO_FAILED,
         apply=legacy_ok({"PBXLicense": KEY}, "processUserRequest", {"info": ["Registration completed successfully"]}),
     )
-    result = legacy_manager("present", license_key=KEY).run()
+    fake_http.add("GET", L_FEATURE, json=LEGACY_FEATURE_2008)
+    warnings: list = []
+    client = MikoPBXClient(PBX_URL, username="admin", password="secret-pass", retries=0)
+    result = BindingManager(client, BindingOptions(state="present", license_key=KEY), warn=warnings.append).run()
     assert result["binding_status"] == BINDING_REQUIRED and result["binding_status_after"] == OK
-    assert [c for c in fake_http.calls() if c[1].startswith("/pbxcore/api/license/")] == [
+    assert result["verified_by"] == "key_application"
+    assert legacy_calls(fake_http) == [
         ("GET", L_INFO),
+        ("GET", L_FEATURE),
         ("GET", L_RESET),
         ("POST", L_APPLY),
         ("GET", L_INFO),
+        ("GET", L_FEATURE),
     ]
-    assert fake_http.requests[-2].form == {"licKey": [KEY]}
+    assert fake_http.requests[-3].form == {"licKey": [KEY]}
+    assert warnings and "120-second cache" in warnings[0]
+    assert_no_key_in(warnings)
+
+
+def test_legacy_rebind_when_the_cache_was_fresh_is_confirmed_by_licence_info(fake_http):
+    legacy_pbx(
+        fake_http,
+        KEY,
+        LEGACY_INFO_FAILED,
+        legacy_ok({"licenseInfo": license_info_string(KEY, captured=4)}, "getLicenseInfo"),
+        apply=legacy_ok({"PBXLicense": KEY}, "processUserRequest", {"info": ["Registration completed successfully"]}),
+    )
+    fake_http.add("GET", L_FEATURE, json=LEGACY_FEATURE_2008)
+    result = legacy_manager("present", license_key=KEY).run()
+    assert result["binding_status_after"] == OK and result["verified_by"] == "licence_info"
+    assert result["seats"]["captured"] == 4
 
 
 def test_legacy_apply_2008_is_a_seat_shortage(fake_http):
