@@ -152,8 +152,8 @@ class _Row:
         self.uniqid = uniqid
         self.version = version
         self.enabled = False
-        self.name_parts: list[str] = []
-        self.cell_index = -1
+        self.name_parts: list[str] = []  # text of an element with class "module-name"
+        self.cells: list[list[str]] = []  # text of each top-level cell
         self.has_dont = False
         self.has_key = False
         self.has_bug = False
@@ -175,16 +175,18 @@ class ModulesPageParser(HTMLParser):
       element around it;
     * a red ``bug`` icon for ``DisabledByException``, a red ``redo`` icon for ``DisabledByCrashLoop``.
 
-    The module name is the text of the first cell of the row.
+    The module name is the text of the element with class ``module-name`` when there is one, else
+    the text of the first cell that has any; an untranslated name (``Breadcrumb{uniqid}``) is
+    replaced by the id.
     """
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.rows: list[_Row] = []
         self._row: _Row | None = None
-        # Open elements inside the current row: (tag, data-html inherited from the nearest ancestor).
-        self._stack: list[tuple[str, str]] = []
-        self._in_first_cell = False
+        # Open elements inside the current row: (tag, data-html inherited from the nearest ancestor,
+        # inside an element of class module-name).
+        self._stack: list[tuple[str, str, bool]] = []
 
     # -- helpers -------------------------------------------------------------------------------
     @staticmethod
@@ -214,13 +216,13 @@ class ModulesPageParser(HTMLParser):
             return
 
         if tag == "td" and not self._stack_has("td"):
-            row.cell_index += 1
-            self._in_first_cell = row.cell_index == 0
+            row.cells.append([])
 
         html = self._inherited_html(attrs)
+        in_name = "module-name" in classes or bool(self._stack and self._stack[-1][2])
         self._mark(row, tag, attrs, classes, html)
         if tag not in _VOID_TAGS:
-            self._stack.append((tag, html))
+            self._stack.append((tag, html, in_name))
 
     def handle_startendtag(self, tag: str, attr_list: list[tuple[str, str | None]]) -> None:
         row = self._row
@@ -240,12 +242,15 @@ class ModulesPageParser(HTMLParser):
             if self._stack[index][0] == tag:
                 del self._stack[index:]
                 break
-        if tag == "td" and not self._stack_has("td"):
-            self._in_first_cell = False
 
     def handle_data(self, data: str) -> None:
-        if self._row is not None and self._in_first_cell:
-            self._row.name_parts.append(data)
+        row = self._row
+        if row is None or not self._stack:
+            return
+        if self._stack[-1][2]:
+            row.name_parts.append(data)
+        if row.cells and self._stack_has("td"):
+            row.cells[-1].append(data)
 
     def close(self) -> None:
         super().close()
@@ -260,7 +265,6 @@ class ModulesPageParser(HTMLParser):
             self.rows.append(self._row)
         self._row = None
         self._stack = []
-        self._in_first_cell = False
 
     @staticmethod
     def _mark(row: _Row, tag: str, attrs: dict[str, str | None], classes: set[str], html: str) -> None:
@@ -309,9 +313,20 @@ def rows_from_admin_page(html: str) -> list[dict[str, Any]]:
             raw, text = REASON_USER, ""
         else:
             raw, text = "", ""
-        name = " ".join("".join(row.name_parts).split())
-        modules.append(make_row(row.uniqid, name, row.version, row.enabled, raw, html_to_text(text)))
+        modules.append(make_row(row.uniqid, _row_name(row), row.version, row.enabled, raw, html_to_text(text)))
     return sorted(modules, key=lambda m: m["uniqid"])
+
+
+def _row_name(row: _Row) -> str:
+    name = " ".join("".join(row.name_parts).split())
+    if not name:
+        for cell in row.cells:
+            name = " ".join("".join(cell).split())
+            if name:
+                break
+    if name == "Breadcrumb" + row.uniqid:
+        return row.uniqid
+    return name
 
 
 def looks_like_modules_page(html: str) -> bool:

@@ -325,3 +325,26 @@ def test_licence_ids():
 def test_remediation_candidates_are_only_licence_disabled_modules():
     rows = ms.rows_from_sql(SQL_ROWS)
     assert [m["uniqid"] for m in ms.remediation_candidates(rows)] == ["ModuleUsersUI"]
+
+
+def test_page_with_toggle_first_and_a_module_name_element():
+    page = """<table id="installed-modules-table"><tbody>
+    <tr class="module-row" data-id="ModuleUsersUI" data-version="1.3.2">
+      <td class="collapsing"><div class="ui toggle checkbox"><input type="checkbox" name="ModuleUsersUI"/>
+        <label></label></div></td>
+      <td><span data-html="Licence &quot;expired&quot; (2011)"><i class="icons"><i class="big red dont icon"></i>
+        <i class="key icon"></i></i></span><span class="module-name">Users <b>and</b> rights</span><br>
+        <span class="features">Web interface users</span></td>
+      <td>MIKO</td><td class="version">1.3.2</td>
+    </tr>
+    <tr class="module-row" data-id="ModuleBackup" data-version="1.6.1">
+      <td><input type="checkbox" checked="checked" name="ModuleBackup"/></td>
+      <td><span class="module-name">BreadcrumbModuleBackup</span><br><span class="features">Backups</span></td>
+    </tr></tbody></table>"""
+    rows = by_id(ms.rows_from_admin_page(page))
+    assert rows["ModuleUsersUI"]["name"] == "Users and rights"
+    assert rows["ModuleUsersUI"]["licence_problem"] is True
+    assert rows["ModuleUsersUI"]["disable_reason_text"] == 'Licence "expired" (2011)'
+    # An untranslated name key falls back to the id.
+    assert rows["ModuleBackup"]["name"] == "ModuleBackup"
+    assert rows["ModuleBackup"]["enabled"] is True
