@@ -124,13 +124,20 @@ _TEXT_PATTERNS: list[tuple[int | str, re.Pattern]] = [
     (2008, re.compile(r"(failed|unable)\s+to\s+capture\s+(the\s+)?feature", re.I)),
     (2022, re.compile(r"e-?mail.*(different|another)\s+company|(different|another)\s+company.*e-?mail", re.I)),
     (2051, re.compile(r"(machine|pbx|computer|station).*registered.*(another|different)\s+e-?mail", re.I)),
-    (2037, re.compile(r"coupon.*(key|registration)\s+number.*(wrong|incorrect|invalid)", re.I)),
+    (
+        2037,
+        re.compile(
+            r"coupon.*(key|registration)\s+number.*(wrong|incorrect|invalid)"
+            r"|(registration|licen[cs]e)?\s*(key|number).*coupon.*\b(wrong|incorrect|invalid)",
+            re.I,
+        ),
+    ),
     (2040, re.compile(r"(no\s+such\s+coupon|coupon.*(not\s+found|does\s+not\s+exist))", re.I)),
     (2041, re.compile(r"coupon.*already\s+(been\s+)?(used|activated)", re.I)),
     (2057, re.compile(r"coupon.*blocked", re.I)),
     (2011, re.compile(r"licen[cs]e.*(has\s+)?expired|expired.*licen[cs]e", re.I)),
     (2026, re.compile(r"licen[cs]e\s+key\s+number\s+is\s+(wrong|incorrect|invalid)", re.I)),
-    (2009, re.compile(r"invalid\s+licen[cs]e\s+key|licen[cs]e\s+key\s+error", re.I)),
+    (2009, re.compile(r"invalid\s+licen[cs]e\s+key|licen[cs]e\s+key\s+(error|is\s+(invalid|blocked))", re.I)),
     ("dns", re.compile(r"(host\s*lookup|resolve|name\s+resolution|dns)", re.I)),
     (
         "no_answer",
