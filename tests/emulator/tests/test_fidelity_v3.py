@@ -1,0 +1,814 @@
+"""Fidelity of the emulated v3 generation (MikoPBX 2026.1.x) against docs/mikopbx-api reference.
+
+Each test names the reference section (``/work/shared/reference/mikopbx-api.md``) it checks.
+Everything goes over real HTTPS with ``requests``, verifying the emulator CA.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from fidelity_helpers import (
+    FEATURE_IDS_EMPTY,
+    LICENSING_HOSTS,
+    MODULES_PROCESSOR,
+    NOT_AUTHENTICATED,
+    body,
+    describe,
+    expect,
+    fleet_fixture,
+    jwt_header,
+    jwt_payload,
+    messages_of,
+    module_row,
+    parse_probe,
+    probe_command,
+    random_key,
+    trial_fields,
+)
+
+# time scale 0.1: emulated time runs 10x faster; a test taking 2 s real costs 20 emulated seconds,
+# small against the 600 s leeway / 300 s login window / 120 s cache margins used below.
+fleet = fleet_fixture(count=24, generation="v3", time_scale=0.1)
+
+V3 = "/pbxcore/api/v3"
+
+
+def shared(fleet):
+    """The first PBX: used by read-only tests that never change its state."""
+    return fleet.pbx(fleet.names("v3")[0])
+
+
+def take(fleet):
+    """A PBX no other test of this module touches (never the shared one)."""
+    used = getattr(fleet, "_used", set())
+    fleet._used = used
+    used.add(fleet.names("v3")[0])
+    for n in fleet.names("v3"):
+        if n not in used:
+            used.add(n)
+            return fleet.pbx(n)
+    raise AssertionError("v3 fleet too small for this module")
+
+
+def create_api_key(pbx, **fields):
+    """generateKey + create with an admin JWT (§11.5); returns (plaintext key, create response)."""
+    admin = pbx.bearer(pbx.jwt())
+    gen = admin.post(pbx.url + V3 + "/api-keys:generateKey", json={}, timeout=30)
+    data = expect(gen, 200, "§3.1.4/§11.5 generateKey")
+    key = data["data"]["key"]
+    payload = {"description": "fidelity", "key": key, **fields}
+    resp = admin.post(pbx.url + V3 + "/api-keys", json=payload, timeout=30)
+    return key, resp
+
+
+# ------------------------------------------------------------------------------------------ §1
+
+
+def test_generation_detection_v3_ping_is_public(fleet):
+    """§1 generation detection: GET /pbxcore/api/v3/system:ping answers 200 result:true without credentials."""
+    pbx = shared(fleet)
+    resp = pbx.anon().get(pbx.url + V3 + "/system:ping", timeout=30)
+    data = expect(resp, 200, "§1")
+    assert data["result"] is True, describe(resp)
+
+
+def test_nginx_pong_without_auth(fleet):
+    """§1/§8.1: GET /pbxcore/api/system/ping is nginx's static PONG, no authentication, both generations."""
+    pbx = shared(fleet)
+    resp = pbx.anon().get(pbx.url + "/pbxcore/api/system/ping", timeout=30)
+    assert resp.status_code == 200 and resp.text.strip() == "PONG", describe(resp)
+
+
+# ------------------------------------------------------------------------------------------ §3 auth
+
+
+def test_unauthenticated_call_is_401_pbxapiresult_shaped(fleet):
+    """§3.1 step 4 + §4: no credentials from a non-localhost view -> 401, PBXApiResult-shaped error, no jsonapi."""
+    pbx = shared(fleet)
+    resp = pbx.anon().get(pbx.url + V3 + "/system:checkAuth", timeout=30)
+    data = expect(resp, 401, "§3.1")
+    assert data["result"] is False, describe(resp)
+    assert data["messages"]["error"] == [NOT_AUTHENTICATED], describe(resp)
+    assert data["data"] == [], describe(resp)
+    assert "jsonapi" not in data and "errors" not in data, describe(resp)
+    assert set(data["meta"]) >= {"timestamp", "hash"}, describe(resp)
+
+
+def test_inventory_api_key_authenticates(fleet):
+    """§3.1.4 + §8.1: the inventory's full-permission API key as Bearer -> system:checkAuth 200 result:true."""
+    pbx = shared(fleet)
+    resp = pbx.bearer().get(pbx.url + V3 + "/system:checkAuth", timeout=30)
+    data = expect(resp, 200, "§8.1 checkAuth")
+    assert data["result"] is True, describe(resp)
+
+
+def test_unknown_bearer_is_401(fleet):
+    """§3.1 step 2: a Bearer that is neither a valid JWT nor a known API key -> 401."""
+    pbx = shared(fleet)
+    resp = pbx.bearer("0" * 64).get(pbx.url + V3 + "/system:checkAuth", timeout=30)
+    data = expect(resp, 401, "§3.1")
+    assert data["messages"]["error"] == [NOT_AUTHENTICATED], describe(resp)
+
+
+def test_login_json_success_shape_and_cookie(fleet):
+    """§3.1.1: JSON login -> 200, data {accessToken, tokenType Bearer, expiresIn 900, login}; refreshToken cookie
+    HttpOnly, SameSite=Strict, Secure (HTTPS), Path=/, no Expires without rememberMe."""
+    pbx = shared(fleet)
+    resp = pbx.v3_login()
+    data = expect(resp, 200, "§3.1.1")
+    assert data["result"] is True, describe(resp)
+    d = data["data"]
+    assert d["tokenType"] == "Bearer" and d["expiresIn"] == 900 and d["login"] == pbx.username, describe(resp)
+    assert isinstance(d["accessToken"], str) and d["accessToken"].count(".") == 2, describe(resp)
+    assert data["function"] == "login", describe(resp)
+    set_cookie = resp.headers.get("Set-Cookie", "")
+    assert "refreshToken=" in set_cookie, f"no refreshToken cookie: {set_cookie!r}"
+    low = set_cookie.lower()
+    for attr in ("httponly", "samesite=strict", "secure", "path=/"):
+        assert attr in low, f"refreshToken cookie lacks {attr}: {set_cookie!r}"
+    assert "expires=" not in low, f"session cookie expected without rememberMe (§3.1.1): {set_cookie!r}"
+
+
+def test_login_remember_me_only_for_json_true(fleet):
+    """§3.1.1: rememberMe JSON true -> persistent cookie (Expires); the form value "true" is not === true ->
+    session cookie."""
+    pbx = shared(fleet)
+    resp = pbx.v3_login(rememberMe=True)
+    expect(resp, 200, "§3.1.1")
+    assert "expires=" in resp.headers.get("Set-Cookie", "").lower(), resp.headers.get("Set-Cookie")
+    resp = pbx.anon().post(
+        pbx.url + V3 + "/auth:login",
+        data={"login": pbx.username, "password": pbx.password, "rememberMe": "true"},
+        timeout=30,
+    )
+    expect(resp, 200, "§3.1.1 form login")
+    set_cookie = resp.headers.get("Set-Cookie", "").lower()
+    assert "refreshtoken=" in set_cookie and "expires=" not in set_cookie, set_cookie
+
+
+def test_login_form_encoded_and_query_merge(fleet):
+    """§3.1.1: the body may be form-urlencoded; query-string parameters are merged on top."""
+    pbx = shared(fleet)
+    s = pbx.anon()
+    resp = s.post(pbx.url + V3 + "/auth:login", data={"login": pbx.username, "password": pbx.password}, timeout=30)
+    data = expect(resp, 200, "§3.1.1 form body")
+    assert data["data"]["accessToken"], describe(resp)
+    resp = s.post(
+        pbx.url + V3 + "/auth:login",
+        params={"password": pbx.password},
+        data={"login": pbx.username, "password": "not-the-password"},
+        timeout=30,
+    )
+    expect(resp, 200, "§3.1.1 query parameters merged on top of the body")
+
+
+def test_jwt_claims(fleet):
+    """§3.1.1 JWT details: HS256 header, payload {userId, role, language, iat, exp, nbf}, TTL 900, admin role admins."""
+    pbx = shared(fleet)
+    token = pbx.jwt()
+    assert jwt_header(token) == {"typ": "JWT", "alg": "HS256"}, jwt_header(token)
+    claims = jwt_payload(token)
+    assert {"userId", "role", "iat", "exp", "nbf"} <= set(claims), claims
+    assert claims["role"] == "admins", claims
+    assert claims["exp"] - claims["iat"] == 900, claims
+    resp = pbx.bearer(token).get(pbx.url + V3 + "/system:checkAuth", timeout=30)
+    expect(resp, 200, "§3.1 JWT Bearer")
+
+
+def test_login_wrong_password_401(fleet):
+    """§3.1.1 errors: wrong credentials -> 401, result false, an error message."""
+    pbx = shared(fleet)
+    resp = pbx.v3_login(password="definitely-wrong")
+    data = expect(resp, 401, "§3.1.1")
+    assert data["result"] is False and messages_of(data, "error"), describe(resp)
+    assert "refreshtoken=" not in resp.headers.get("Set-Cookie", "").lower(), describe(resp)
+
+
+def test_login_without_credentials_400(fleet):
+    """§3.1.1 errors: neither login+password nor sessionToken -> 400."""
+    pbx = shared(fleet)
+    resp = pbx.anon().post(pbx.url + V3 + "/auth:login", json={}, timeout=30)
+    data = expect(resp, 400, "§3.1.1", sent={})
+    assert data["result"] is False and messages_of(data, "error"), describe(resp)
+
+
+def test_login_failure_limit_429_then_window_expires(fleet):
+    """§3.1.1: 10 failed logins in the 5-min window -> the next attempt (even with the right password) is 429;
+    after the window it works again."""
+    pbx = take(fleet)
+    for i in range(10):
+        resp = pbx.v3_login(password=f"wrong-{i}")
+        expect(resp, 401, f"§3.1.1 failed attempt {i + 1} of 10")
+    resp = pbx.v3_login()
+    data = expect(resp, 429, "§3.1.1 (>= 10 failures in the window)")
+    assert data["result"] is False and messages_of(data, "error"), describe(resp)
+    fleet.control.advance(301)
+    resp = pbx.v3_login()
+    expect(resp, 200, "§3.1.1 (new 5-min window)")
+
+
+def test_jwt_valid_within_leeway_then_expires(fleet):
+    """§3.1.1: access TTL 900 s, accepted until exp + 600 s, rejected afterwards (401)."""
+    pbx = shared(fleet)
+    token = pbx.jwt()
+    s = pbx.bearer(token)
+    fleet.control.advance(1300)  # ~1300-1400 s after iat: past exp, inside the leeway
+    resp = s.get(pbx.url + V3 + "/system:checkAuth", timeout=30)
+    expect(resp, 200, "§3.1.1 leeway (exp + 600 s)")
+    fleet.control.advance(300)  # > 1600 s after iat: past exp + leeway
+    resp = s.get(pbx.url + V3 + "/system:checkAuth", timeout=30)
+    data = expect(resp, 401, "§3.1.1 token past exp + 600 s")
+    assert data["messages"]["error"] == [NOT_AUTHENTICATED], describe(resp)
+
+
+def test_refresh_returns_new_token_and_is_not_rotated(fleet):
+    """§3.1.2: auth:refresh with the cookie -> 200 {accessToken, tokenType, expiresIn 900, homePage}; the refresh
+    token is not rotated (the same cookie keeps working)."""
+    pbx = shared(fleet)
+    s = pbx.anon()
+    expect(pbx.v3_login(s), 200, "§3.1.1")
+    cookie = s.cookies.get("refreshToken")
+    assert cookie, "no refreshToken cookie stored by the client"
+    for attempt in (1, 2):
+        resp = s.post(pbx.url + V3 + "/auth:refresh", timeout=30)
+        data = expect(resp, 200, f"§3.1.2 refresh #{attempt}")
+        d = data["data"]
+        assert d["tokenType"] == "Bearer" and d["expiresIn"] == 900 and "homePage" in d, describe(resp)
+        assert s.cookies.get("refreshToken") == cookie, "refresh token rotated; §3.1.2 says it is not"
+        check = pbx.bearer(d["accessToken"]).get(pbx.url + V3 + "/system:checkAuth", timeout=30)
+        expect(check, 200, "§3.1.2 refreshed access token")
+
+
+def test_refresh_without_or_with_unknown_cookie_401(fleet):
+    """§3.1.2 errors: no cookie -> 401; unknown token -> 401."""
+    pbx = shared(fleet)
+    resp = pbx.anon().post(pbx.url + V3 + "/auth:refresh", timeout=30)
+    data = expect(resp, 401, "§3.1.2 no cookie")
+    assert data["result"] is False, describe(resp)
+    s = pbx.anon()
+    s.cookies.set("refreshToken", "ab" * 32)
+    resp = s.post(pbx.url + V3 + "/auth:refresh", timeout=30)
+    expect(resp, 401, "§3.1.2 unknown refresh token")
+
+
+def test_logout_requires_bearer_keeps_jwt(fleet):
+    """§3.1.3: logout without Bearer -> 401; with Bearer -> 200 {"message":"Successfully logged out"}; the JWT
+    itself stays valid until it expires."""
+    pbx = shared(fleet)
+    s = pbx.anon()
+    token = expect(pbx.v3_login(s), 200, "§3.1.1")["data"]["accessToken"]
+    resp = s.post(pbx.url + V3 + "/auth:logout", timeout=30)
+    expect(resp, 401, "§3.1.3 logout without Bearer")
+    s.headers["Authorization"] = f"Bearer {token}"
+    resp = s.post(pbx.url + V3 + "/auth:logout", timeout=30)
+    data = expect(resp, 200, "§3.1.3")
+    assert data["result"] is True and data["data"] == {"message": "Successfully logged out"}, describe(resp)
+    resp = pbx.bearer(token).get(pbx.url + V3 + "/system:checkAuth", timeout=30)
+    expect(resp, 200, "§3.1.3 JWT stays valid after logout")
+
+
+def test_refresh_refused_after_logout(fleet):
+    """§3.1.3: logout deletes the refresh token named by the cookie -> a later refresh with it is 401."""
+    pbx = shared(fleet)
+    s = pbx.anon()
+    token = expect(pbx.v3_login(s), 200, "§3.1.1")["data"]["accessToken"]
+    cookie = s.cookies.get("refreshToken")
+    out = pbx.bearer(token)
+    out.cookies.set("refreshToken", cookie)
+    expect(out.post(pbx.url + V3 + "/auth:logout", timeout=30), 200, "§3.1.3")
+    replay = pbx.anon()
+    replay.cookies.set("refreshToken", cookie)
+    resp = replay.post(pbx.url + V3 + "/auth:refresh", timeout=30)
+    expect(resp, 401, "§3.1.3 refresh token deleted by logout")
+
+
+# ------------------------------------------------------------------------------------------ §3.1.4 API keys
+
+
+def test_api_key_lifecycle(fleet):
+    """§3.1.4 / §11.5: generateKey -> 64 hex; create -> 201 with the documented record fields, httpCode 201,
+    reload api-keys/modify/{id}; the key authenticates; after DELETE it is refused (cache flushed)."""
+    pbx = shared(fleet)
+    key, resp = create_api_key(pbx, full_permissions=True)
+    assert re.fullmatch(r"[0-9a-f]{64}", key), key
+    data = expect(resp, 201, "§11.5 create")
+    rec = data["data"]
+    assert data["result"] is True and data.get("httpCode") == 201, describe(resp)
+    assert isinstance(rec["id"], str) and rec["id"].isdigit(), describe(resp)
+    assert data.get("reload") == f"api-keys/modify/{rec['id']}", describe(resp)
+    assert rec["key_display"] == f"{key[:5]}...{key[-5:]}", describe(resp)
+    assert rec["full_permissions"] is True and rec["allowed_paths"] == {} and rec["has_key"] is True, describe(resp)
+    for f in (
+        "description",
+        "created_at",
+        "last_used_at",
+        "networkfilterid",
+        "allowed_paths_count",
+        "networkfilter_represent",
+        "has_network_filter",
+        "represent",
+    ):
+        assert f in rec, f"record field {f} missing (§3.1.4): {describe(resp)}"
+    assert key not in resp.text, "the plaintext key must never be returned by create (§3.1.4)"
+    expect(pbx.bearer(key).get(pbx.url + V3 + "/system:checkAuth", timeout=30), 200, "§3.1.4 new key")
+    admin = pbx.bearer(pbx.jwt())
+    one = admin.get(pbx.url + V3 + f"/api-keys/{rec['id']}", timeout=30)
+    assert expect(one, 200, "§3.1.4 GET /api-keys/{id}")["data"]["id"] == rec["id"], describe(one)
+    listing = admin.get(pbx.url + V3 + "/api-keys", timeout=30)
+    rows = expect(listing, 200, "§3.1.4 list")["data"]
+    assert isinstance(rows, list) and any(r["id"] == rec["id"] for r in rows), describe(listing)
+    expect(admin.delete(pbx.url + V3 + f"/api-keys/{rec['id']}", timeout=30), 200, "§3.1.4 delete")
+    expect(pbx.bearer(key).get(pbx.url + V3 + "/system:checkAuth", timeout=30), 401, "§3.1.4 deleted key")
+
+
+def test_generate_key_stores_nothing(fleet):
+    """§3.1.4: api-keys:generateKey only returns random hex; the value is not a usable key until created."""
+    pbx = shared(fleet)
+    admin = pbx.bearer(pbx.jwt())
+    data = expect(admin.post(pbx.url + V3 + "/api-keys:generateKey", json={}, timeout=30), 200, "§3.1.4")
+    resp = pbx.bearer(data["data"]["key"]).get(pbx.url + V3 + "/system:checkAuth", timeout=30)
+    expect(resp, 401, "§3.1.4 generateKey stores nothing")
+
+
+def test_scoped_read_key_on_license(fleet):
+    """§3.1.4: allowed_paths {"/api/v3/license": "read"} allows every licence GET (even resetKey), refuses POST
+    processUserRequest and other resources -- every denial is 401, never 403."""
+    pbx = take(fleet)
+    key, resp = create_api_key(pbx, allowed_paths={"/api/v3/license": "read"})
+    expect(resp, 201, "§3.1.4 create scoped key")
+    s = pbx.bearer(key)
+    info = s.get(pbx.url + V3 + "/license:getLicenseInfo", timeout=30)
+    assert info.status_code not in (401, 403), f"GET on a read-granted path refused: {describe(info)}"
+    reset = s.get(pbx.url + V3 + "/license:resetKey", timeout=30)
+    expect(reset, 200, "§3.1.4 (read on /api/v3/license admits the destructive GET resetKey)")
+    for method, path, payload in (
+        ("POST", "/license:processUserRequest", {"licKey": random_key()}),
+        ("GET", "/system:checkAuth", None),
+        ("POST", "/modules/ModuleTemplate:enable", {}),
+    ):
+        resp = s.request(method, pbx.url + V3 + path, json=payload, timeout=30)
+        data = expect(resp, 401, "§3.1.4 (denial is 401, not 403)", sent=payload)
+        assert data["messages"]["error"] == [NOT_AUTHENTICATED], describe(resp)
+
+
+def test_scoped_write_key_allows_post(fleet):
+    """§3.1.4: "write" on /api/v3/license admits POST license:processUserRequest (reaches the processor)."""
+    pbx = shared(fleet)
+    key, resp = create_api_key(pbx, allowed_paths={"/api/v3/license": "write"})
+    expect(resp, 201, "§3.1.4")
+    sent = {"licKey": random_key()}
+    resp = pbx.bearer(key).post(pbx.url + V3 + "/license:processUserRequest", json=sent, timeout=30)
+    expect(resp, 400, "§3.1.4 write scope + §5.2 unknown key", sent=sent)
+
+
+def test_module_operations_need_full_permission_key(fleet):
+    """§3.1.4 / §7.2: a module call reduces to /api/v3/modules/{CamelCase} which cannot be granted -> a key scoped
+    to /api/v3/modules (write) still gets 401 on modules/{id}:enable."""
+    pbx = shared(fleet)
+    key, resp = create_api_key(pbx, allowed_paths={"/api/v3/modules": "write"})
+    expect(resp, 201, "§3.1.4")
+    resp = pbx.bearer(key).post(pbx.url + V3 + "/modules/ModuleTemplate:enable", json={}, timeout=30)
+    expect(resp, 401, "§3.1.4 module ops need full permissions")
+
+
+@pytest.mark.parametrize(
+    "paths",
+    [
+        {"/api/v3/License": "read"},
+        {"/api/v3/license": "admin"},
+        {"/api/v3/x": "read"},
+        {"/pbxcore/api/v3/license": "read"},
+    ],
+)
+def test_allowed_paths_validation_422(fleet, paths):
+    """§3.1.4: each allowed path must match ^/api/v[0-9]+/[a-z0-9-]+(/[a-z0-9-]+)*$, 10-255 chars, permission
+    read|write -- otherwise 422."""
+    pbx = shared(fleet)
+    _, resp = create_api_key(pbx, allowed_paths=paths)
+    data = expect(resp, 422, "§3.1.4 allowed_paths validation", sent=paths)
+    assert data["result"] is False, describe(resp)
+
+
+def test_update_unknown_api_key_404(fleet):
+    """§3.1.4: PUT /api-keys/{id} with an unknown id -> 404."""
+    pbx = shared(fleet)
+    admin = pbx.bearer(pbx.jwt())
+    resp = admin.put(pbx.url + V3 + "/api-keys/987654", json={"description": "x"}, timeout=30)
+    expect(resp, 404, "§3.1.4")
+
+
+# ------------------------------------------------------------------------------------------ §4 envelope
+
+
+def test_envelope_fields_and_headers(fleet):
+    """§4: v3 envelope = PBXApiResult {result, data, messages, function, processor, pid} + meta{timestamp, hash},
+    no jsonapi; CORS Access-Control-Allow-Origin: * (§2)."""
+    pbx = shared(fleet)
+    resp = pbx.get(V3 + "/license:ping")
+    data = expect(resp, 200, "§5.1 ping")
+    for f in ("result", "data", "messages", "function", "processor", "pid", "meta"):
+        assert f in data, f"{f} missing from envelope: {describe(resp)}"
+    assert "jsonapi" not in data, describe(resp)
+    assert data["function"] == "ping" and isinstance(data["pid"], int), describe(resp)
+    assert data["data"] == [] and data["messages"] == [], describe(resp)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", data["meta"]["timestamp"]), describe(resp)
+    assert resp.headers.get("Access-Control-Allow-Origin") == "*", dict(resp.headers)
+    assert resp.headers.get("Content-Type", "").startswith("application/json"), dict(resp.headers)
+
+
+def test_unknown_route_404_success_false(fleet):
+    """§4 / §11.8: no route -> 404 {"success":false, messages.error ["Endpoint not found: <uri>"], data null} --
+    note `success`, not `result`."""
+    pbx = shared(fleet)
+    resp = pbx.get(V3 + "/licence:ping")
+    data = expect(resp, 404, "§4 no route")
+    assert data["success"] is False and "result" not in data, describe(resp)
+    assert data["messages"]["error"] == ["Endpoint not found: /pbxcore/api/v3/licence:ping"], describe(resp)
+    assert data["data"] is None and "meta" in data, describe(resp)
+
+
+def test_legacy_core_routes_gone_404(fleet):
+    """§1: in 2026 the legacy core routes (/pbxcore/api/license/*) no longer exist -> 404."""
+    pbx = shared(fleet)
+    resp = pbx.get("/pbxcore/api/license/getLicenseInfo")
+    expect(resp, 404, "§1 legacy route on v3")
+
+
+def test_feature_status_removed_405(fleet):
+    """§5.1 / §11.8: license:getMikoPBXFeatureStatus was removed -> 405 "Method '…' is not allowed with HTTP GET"."""
+    pbx = shared(fleet)
+    resp = pbx.get(V3 + "/license:getMikoPBXFeatureStatus")
+    data = expect(resp, 405, "§5.1")
+    assert data["result"] is False, describe(resp)
+    assert data["messages"]["error"] == ["Method 'getMikoPBXFeatureStatus' is not allowed with HTTP GET"], describe(
+        resp
+    )
+
+
+def test_custom_method_wrong_verb_405(fleet):
+    """§4: a custom method not mapped for the verb -> 405 (processUserRequest is POST only)."""
+    pbx = shared(fleet)
+    resp = pbx.get(V3 + "/license:processUserRequest")
+    data = expect(resp, 405, "§4")
+    assert data["messages"]["error"] == ["Method 'processUserRequest' is not allowed with HTTP GET"], describe(resp)
+
+
+def test_unknown_processor_action_422(fleet):
+    """§4 / §7.2 / §11.8: GET /v3/modules -> 422 "Unknown action - getList in …ModulesManagementProcessor"."""
+    pbx = shared(fleet)
+    resp = pbx.get(V3 + "/modules")
+    data = expect(resp, 422, "§4 unknown action")
+    assert data["result"] is False and data["function"] == "getList", describe(resp)
+    assert data["messages"]["error"] == [f"Unknown action - getList in {MODULES_PROCESSOR}"], describe(resp)
+
+
+def test_license_without_method_422(fleet):
+    """§5.1: GET /v3/license (no method) -> 422 "Unknown action - getList"."""
+    pbx = shared(fleet)
+    resp = pbx.get(V3 + "/license")
+    data = expect(resp, 422, "§5.1")
+    assert messages_of(data, "error") and messages_of(data, "error")[0].startswith("Unknown action - getList"), (
+        describe(resp)
+    )
+
+
+# ------------------------------------------------------------------------------------------ §5 licence
+
+
+def test_get_license_info_without_key_400(fleet):
+    """§5.2 / §11.2: empty PBXLicense -> 400, result false, messages.error [lic_WrongLicenseKeyOrEmpty], httpCode."""
+    pbx = take(fleet)
+    assert fleet.control.license_key(pbx.name) == ""
+    resp = pbx.lic_info()
+    data = expect(resp, 400, "§11.2")
+    assert data["result"] is False and data["data"] == [], describe(resp)
+    assert len(data["messages"]["error"]) == 1 and data["messages"]["error"][0], describe(resp)
+    assert data.get("httpCode") == 400 and data["function"] == "getLicenseInfo", describe(resp)
+
+
+def test_apply_key_then_license_info_is_json_string(fleet):
+    """§5.2 / §11.3 / §5.4: a new valid key -> 200 {PBXLicense}, messages.info list; getLicenseInfo -> licenseInfo is
+    a JSON *string* whose @attributes.key is the key and whose MikoPBX product has the base feature."""
+    pbx = take(fleet)
+    key = fleet.control.create_company(companyname="Fidelity Ltd", email="fid@example.com")
+    sent = {"licKey": key}
+    resp = pbx.lic_request(sent)
+    data = expect(resp, 200, "§11.3 key accepted", sent)
+    assert data["result"] is True and data["data"] == {"PBXLicense": key}, describe(resp)
+    assert isinstance(data["messages"]["info"], list) and data["messages"]["info"], describe(resp)
+    assert fleet.control.license_key(pbx.name) == key
+    resp = pbx.lic_info()
+    data = expect(resp, 200, "§5.2 getLicenseInfo")
+    raw = data["data"]["licenseInfo"]
+    assert isinstance(raw, str), f"licenseInfo must be a JSON string (§5.2): {describe(resp)}"
+    info = json.loads(raw)
+    assert info["@attributes"]["key"] == key and info["@attributes"]["companyname"] == "Fidelity Ltd", info
+    products = info["product"] if isinstance(info["product"], list) else [info["product"]]
+    mikopbx = [p for p in products if p["@attributes"]["name"] == "MikoPBX"]
+    assert mikopbx, info
+    feats = mikopbx[0]["feature"]
+    feats = feats if isinstance(feats, list) else [feats]
+    base = [f for f in feats if f["@attributes"]["name"] == "MikoPBX base"]
+    assert base and all(isinstance(v, str) for v in base[0]["@attributes"].values()), info
+    assert base[0]["@attributes"]["captured"] == "1", info
+
+
+def test_same_key_again_is_idempotent_without_server_call(fleet):
+    """§5.2 v3: the stored key again -> no server call, 200 result true, PBXLicense, messages.info
+    [lic_SuccessfulActivation] -- it answers so even when the licensing service is down."""
+    pbx = take(fleet)
+    key = fleet.control.create_company()
+    expect(pbx.lic_request({"licKey": key}), 200, "§5.2 first apply")
+    fleet.control.add_fault(pbx.name, "licensing_down")
+    try:
+        resp = pbx.lic_request({"licKey": key})
+    finally:
+        fleet.control.clear_faults(pbx.name)
+    data = expect(resp, 200, "§5.2 same key (no server call)", {"licKey": key})
+    assert data["result"] is True and data["data"] == {"PBXLicense": key}, describe(resp)
+    assert isinstance(data["messages"]["info"], list) and len(data["messages"]["info"]) == 1, describe(resp)
+
+
+def test_unknown_key_400_nothing_stored(fleet):
+    """§5.2 / §11.3: a well-formed key the server does not know -> 400, messages.license, stored key unchanged."""
+    pbx = take(fleet)
+    key = fleet.control.create_company()
+    expect(pbx.lic_request({"licKey": key}), 200, "§5.2")
+    sent = {"licKey": random_key()}
+    resp = pbx.lic_request(sent)
+    data = expect(resp, 400, "§5.2 2026 -> 400", sent)
+    assert data["result"] is False and data["data"] == [], describe(resp)
+    assert messages_of(data, "license") and not messages_of(data, "error"), describe(resp)
+    assert data.get("httpCode") == 400, describe(resp)
+    assert fleet.control.license_key(pbx.name) == key, "stored key changed after a rejected key (§5.2)"
+
+
+def test_malformed_key_silently_becomes_trial_registration(fleet):
+    """§5.2 step 2: a key that is not 28 chars / MIKO- is not rejected: the request becomes a trial registration;
+    success -> result true, new PBXLicense, messages.info as a *string*."""
+    pbx = take(fleet)
+    sent = {"licKey": "MIKO-AAAAA-BBBBB-CCCCC-DDDD", **trial_fields()}
+    resp = pbx.lic_request(sent)
+    data = expect(resp, 200, "§5.2 trial", sent)
+    assert data["result"] is True, describe(resp)
+    new_key = data["data"]["PBXLicense"]
+    assert re.fullmatch(r"MIKO-[A-Z0-9]{5}(-[A-Z0-9]{5}){3}", new_key) and new_key != sent["licKey"], describe(resp)
+    assert isinstance(data["messages"]["info"], str), f"trial success info must be a string (§4): {describe(resp)}"
+    assert fleet.control.license_key(pbx.name) == new_key
+
+
+def test_reset_key_is_get_and_empties_license(fleet):
+    """§5.2 resetKey: GET, always result true, data []; PBXLicense becomes ''."""
+    pbx = take(fleet)
+    key = fleet.control.create_company()
+    expect(pbx.lic_request({"licKey": key}), 200, "§5.2")
+    resp = pbx.lic_reset()
+    data = expect(resp, 200, "§5.2 resetKey")
+    assert data["result"] is True and data["data"] == [], describe(resp)
+    assert fleet.control.license_key(pbx.name) == ""
+    assert not [s for s in fleet.control.seats(key) if s["machine_id"] == fleet.control.machine_id(pbx.name)]
+
+
+def test_ping_and_send_metrics(fleet):
+    """§5.2: license:ping -> 200 result true data []; license:sendPBXMetrics -> result true immediately."""
+    pbx = shared(fleet)
+    for action in ("ping", "sendPBXMetrics"):
+        resp = pbx.get(pbx.lic_path(action))
+        data = expect(resp, 200, f"§5.2 {action}")
+        assert data["result"] is True and data["data"] == [], describe(resp)
+
+
+def test_capture_feature_with_empty_ids_422(fleet):
+    """§5.2 captureFeatureForProductId: empty ids -> 422, messages.error ["The feature id or product id is
+    empty."]."""
+    pbx = shared(fleet)
+    resp = pbx.post(pbx.lic_path("captureFeatureForProductId"), json={})
+    data = expect(resp, 422, "§5.2")
+    assert data["result"] is False and data["messages"]["error"] == [FEATURE_IDS_EMPTY], describe(resp)
+
+
+def test_license_info_cached_120s_and_failure_is_plain_list(fleet):
+    """§5.2: getLicenseInfo is cached 120 s per key (a seat freed in the cabinet is not seen at once); afterwards
+    the failure is 422 with messages as a plain list holding the raw library error (2008)."""
+    pbx = take(fleet)
+    key = fleet.control.create_company()
+    expect(pbx.lic_request({"licKey": key}), 200, "§5.2")
+    expect(pbx.lic_info(), 200, "§5.2 first read (fills the cache)")
+    fleet.control.free_seat(key, fleet.control.machine_id(pbx.name))
+    expect(pbx.lic_info(), 200, "§5.2 cached answer within 120 s")
+    fleet.control.advance(125)
+    resp = pbx.lic_info()
+    data = expect(resp, 422, "§5.2 v3 failure after the cache expired")
+    assert data["result"] is False, describe(resp)
+    assert isinstance(data["messages"], list) and data["messages"], (
+        f"v3 getLicenseInfo failure: messages must be a plain list (§5.2): {describe(resp)}"
+    )
+    assert any("2008" in str(m) for m in data["messages"]), describe(resp)
+
+
+# ------------------------------------------------------------------------------------------ §6 settings
+
+
+def test_general_settings_name_and_refused_version(fleet):
+    """§6: GET general-settings/Name -> data {"Name": …}; PBXVersion is not exposed -> 422 with the quoted text."""
+    pbx = shared(fleet)
+    state = fleet.control.state(pbx.name)
+    resp = pbx.get(V3 + "/general-settings/Name")
+    data = expect(resp, 200, "§6")
+    assert data["data"] == {"Name": state["settings"]["Name"]}, describe(resp)
+    resp = pbx.get(V3 + "/general-settings/PBXVersion")
+    data = expect(resp, 422, "§6")
+    assert data["messages"]["error"] == ["Setting 'PBXVersion' is not accessible through this API"], describe(resp)
+
+
+def test_sql_select_settings(fleet):
+    """§6: system:executeSqlRequest SELECT on m_PbxSettings -> data {query, database, rows, rowCount, affectedRows};
+    values equal the PBX's settings."""
+    pbx = take(fleet)
+    key = fleet.control.create_company()
+    expect(pbx.lic_request({"licKey": key}), 200, "§5.2")
+    query = "SELECT key, value FROM m_PbxSettings WHERE key IN ('PBXLicense','PBXVersion','Name')"
+    resp = pbx.sql(query)
+    data = expect(resp, 200, "§6 executeSqlRequest", query)
+    d = data["data"]
+    assert d["query"] == query and d["database"] == "main" and d["affectedRows"] == 0, describe(resp)
+    rows = {r["key"]: r["value"] for r in d["rows"]}
+    assert d["rowCount"] == len(d["rows"]) == 3, describe(resp)
+    settings = fleet.control.state(pbx.name)["settings"]
+    assert rows == {"PBXLicense": key, "PBXVersion": settings["PBXVersion"], "Name": settings["Name"]}, rows
+
+
+def test_sql_empty_query_400(fleet):
+    """§6: executeSqlRequest with an empty query -> 400."""
+    pbx = shared(fleet)
+    resp = pbx.sql("")
+    expect(resp, 400, "§6 empty query")
+
+
+# ------------------------------------------------------------------------------------------ §7 modules
+
+
+def test_sql_modules_rows(fleet):
+    """§7.4 / §11.7: the modules SELECT returns the table rows with string `disabled` and the reason columns."""
+    pbx = take(fleet)
+    rows = [module_row("ModuleTemplate"), module_row("ModuleBackup", disabled=True, reason="", text="")]
+    fleet.control.set_modules(pbx.name, rows)
+    query = "SELECT uniqid,name,version,disabled,disableReason,disableReasonText FROM m_PbxExtensionModules"
+    resp = pbx.sql(query)
+    data = expect(resp, 200, "§11.7", query)
+    got = {r["uniqid"]: r for r in data["data"]["rows"]}
+    assert set(got) == {"ModuleTemplate", "ModuleBackup"}, describe(resp)
+    assert got["ModuleTemplate"]["disabled"] == "0" and got["ModuleBackup"]["disabled"] == "1", got
+    assert set(got["ModuleTemplate"]) == {
+        "uniqid",
+        "name",
+        "version",
+        "disabled",
+        "disableReason",
+        "disableReasonText",
+    }, got
+
+
+def test_enable_does_not_clear_disable_reason(fleet):
+    """§7.1: enabling sets disabled='0' but leaves disableReason/disableReasonText as they were."""
+    pbx = take(fleet)
+    fleet.control.set_modules(
+        pbx.name, [module_row("ModuleTemplate", disabled=True, reason="DisabledByException", text="Boom in module")]
+    )
+    resp = pbx.module_enable("ModuleTemplate")
+    data = expect(resp, 200, "§7.2 enable")
+    assert data["result"] is True, describe(resp)
+    row = fleet.control.modules(pbx.name)["ModuleTemplate"]
+    assert str(row["disabled"]) == "0", row
+    assert row["disableReason"] == "DisabledByException" and row["disableReasonText"] == "Boom in module", row
+
+
+def test_disable_stores_reason_as_given(fleet):
+    """§7.1 / §7.2: v3 disable stores the reason as given (the 2026 UI sends '' for a user disable)."""
+    pbx = take(fleet)
+    fleet.control.set_modules(pbx.name, [module_row("ModuleTemplate"), module_row("ModuleBackup")])
+    expect(pbx.module_disable("ModuleTemplate", ""), 200, "§7.2 disable")
+    expect(pbx.module_disable("ModuleBackup", "DisabledByException", "trace"), 200, "§7.2 disable")
+    mods = fleet.control.modules(pbx.name)
+    assert str(mods["ModuleTemplate"]["disabled"]) == "1" and mods["ModuleTemplate"]["disableReason"] == "", mods
+    assert mods["ModuleBackup"]["disableReason"] == "DisabledByException", mods
+    assert mods["ModuleBackup"]["disableReasonText"] == "trace", mods
+
+
+def test_enable_licensed_module_without_licence_422(fleet):
+    """§7.4 / §11.6: enabling a module with lic_feature_id > 0 that the licence does not cover -> 422,
+    messages.license; the row is disabled='1', disableReason='DisabledByLicense'."""
+    pbx = take(fleet)
+    key = fleet.control.create_company()
+    expect(pbx.lic_request({"licKey": key}), 200, "§5.2")
+    fleet.control.set_modules(
+        pbx.name, [module_row("ModuleUsersUI", disabled=True, reason="", feature=201, product=101)]
+    )
+    resp = pbx.module_enable("ModuleUsersUI")
+    data = expect(resp, 422, "§11.6")
+    assert data["result"] is False and messages_of(data, "license"), describe(resp)
+    row = fleet.control.modules(pbx.name)["ModuleUsersUI"]
+    assert str(row["disabled"]) == "1" and row["disableReason"] == "DisabledByLicense", row
+    assert row["disableReasonText"], row
+
+
+def test_admin_page_markers(fleet):
+    """§7.4 admin page markers: <tr class="module-row" data-id data-version>, checked="checked" when enabled, a
+    licence-disabled module shows the key icon group with the reason text in data-html."""
+    pbx = take(fleet)
+    fleet.control.set_modules(
+        pbx.name,
+        [
+            module_row("ModuleTemplate", version="1.0.0"),
+            module_row(
+                "ModuleUsersUI",
+                disabled=True,
+                reason="DisabledByLicense",
+                text="2008: licence missing",
+                feature=201,
+                product=101,
+                version="1.3.2",
+            ),
+        ],
+    )
+    resp = pbx.bearer(pbx.jwt()).get(pbx.url + "/admin-cabinet/pbx-extension-modules/index", timeout=30)
+    assert resp.status_code == 200, describe(resp)
+    html = resp.text
+    rows = dict(re.findall(r'<tr[^>]*class="module-row"[^>]*data-id="(\w+)"[^>]*>(.*?)</tr>', html, re.DOTALL))
+    assert set(rows) == {"ModuleTemplate", "ModuleUsersUI"}, html[:2000]
+    assert 'data-version="1.3.2"' in html, html[:2000]
+    assert 'checked="checked"' in rows["ModuleTemplate"] and 'checked="checked"' not in rows["ModuleUsersUI"], rows
+    assert "key icon" in rows["ModuleUsersUI"] and "2008: licence missing" in rows["ModuleUsersUI"], rows
+
+
+# ------------------------------------------------------------------------------------------ §8 system info
+
+
+def test_sysinfo_content_has_version(fleet):
+    """§8.1 / §6: sysinfo:getInfo data.content is text whose first section is PBXVersion with the version line."""
+    pbx = shared(fleet)
+    version = fleet.control.state(pbx.name)["settings"]["PBXVersion"]
+    resp = pbx.get(V3 + "/sysinfo:getInfo")
+    data = expect(resp, 200, "§8.1")
+    content = data["data"]["content"]
+    assert isinstance(content, str), describe(resp)
+    lines = [ln.strip() for ln in content.splitlines() if ln.strip()]
+    idx = next(i for i, ln in enumerate(lines) if "PBXVersion" in ln)
+    assert version in lines[idx + 1], f"version {version!r} not right after the PBXVersion header: {lines[:6]}"
+    assert version.startswith("2026.1"), f"v3 generation is 2026.1.x (§0): {version}"
+
+
+def test_network_config_hostname(fleet):
+    """§8.1: network:getConfig -> data.interfaces[] with hostname, ipaddr."""
+    pbx = shared(fleet)
+    resp = pbx.get(V3 + "/network:getConfig")
+    data = expect(resp, 200, "§8.1")
+    ifaces = data["data"]["interfaces"]
+    assert isinstance(ifaces, list) and ifaces and {"hostname", "ipaddr"} <= set(ifaces[0]), describe(resp)
+
+
+def test_reachability_probe_format(fleet):
+    """design §5: the probe command (marker mikopbx-probe-v1) -> data {command, output, exitCode, timeout}, one
+    MIKOPBX-PROBE line per host; without faults every host is exit 0 with an HTTP status."""
+    pbx = shared(fleet)
+    cmd = probe_command(list(LICENSING_HOSTS), 443, 5)
+    resp = pbx.bash(cmd)
+    data = expect(resp, 200, "design §5", cmd)
+    d = data["data"]
+    assert set(d) >= {"command", "output", "exitCode", "timeout"} and d["command"] == cmd, describe(resp)
+    rows = parse_probe(d["output"])
+    assert set(rows) == set(LICENSING_HOSTS), d["output"]
+    for host, row in rows.items():
+        assert row["exit"] == "0" and row["http"] != "000" and int(row["http"]) < 500, (host, row)
+
+
+def test_other_bash_commands_refused(fleet):
+    """design §5: the emulator refuses any command other than the probe."""
+    pbx = shared(fleet)
+    resp = pbx.bash("id")
+    data = body(resp)
+    assert resp.status_code != 200 or (isinstance(data, dict) and data.get("result") is False), describe(resp)
+
+
+# ------------------------------------------------------------------------------------------ design §2 kinds
+
+
+def test_request_log_kinds(fleet):
+    """design §2 request kinds: login = auth, SELECT = read, GET resetKey = write, never a secret in the log."""
+    pbx = take(fleet)
+    fleet.control.clear_requests(pbx.name)
+    pbx.v3_login()
+    pbx.sql("SELECT uniqid FROM m_PbxExtensionModules")
+    pbx.lic_reset()
+    pbx.get(V3 + "/system:checkAuth")
+    log = fleet.control.requests_log(pbx.name)
+    kinds = [(e["path"].split("?")[0], e["kind"]) for e in log]
+    assert (V3 + "/auth:login", "auth") in kinds, log
+    assert (V3 + "/system:executeSqlRequest", "read") in kinds, log
+    assert (V3 + "/license:resetKey", "write") in kinds, log
+    assert (V3 + "/system:checkAuth", "read") in kinds, log
+    text = json.dumps(log)
+    assert pbx.password not in text and (pbx.api_key or "§") not in text, "secret in the request log"

@@ -1,0 +1,126 @@
+"""Persistence of the emulator's state (design.md §2): a restart with the same --state-dir keeps ports,
+passwords, API keys (inventory and created ones), licence keys, seats, modules, machine identities and the CA;
+snapshot/restore brings a PBX's state back.
+
+These are properties of the emulator rather than of MikoPBX, but the fidelity tests rely on them: a real PBX
+keeps its settings, keys and certificate over a reboot, and a restored backup brings its settings back.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fidelity_helpers import (
+    FleetView,
+    expect,
+    fleet_fixture,
+    module_row,
+    start_fleet,
+)
+
+V3 = "/pbxcore/api/v3"
+
+fleet = fleet_fixture(count=4, generation="mixed", time_scale=0.1)
+
+
+def _api_key(pbx):
+    admin = pbx.bearer(pbx.jwt())
+    key = expect(admin.post(pbx.url + V3 + "/api-keys:generateKey", json={}, timeout=30), 200, "§3.1.4")["data"]["key"]
+    resp = admin.post(
+        pbx.url + V3 + "/api-keys", json={"description": "persist", "key": key, "full_permissions": True}, timeout=30
+    )
+    expect(resp, 201, "§3.1.4 create")
+    return key
+
+
+def test_restart_with_same_state_dir_keeps_everything(tmp_path):
+    """design §2: restarting with the same --state-dir keeps ports, passwords, API keys, keys, seats, modules,
+    machine ids and the CA; every credential still works over HTTPS after the restart."""
+    state_dir = tmp_path / "state"
+    first = start_fleet(state_dir, 4, "mixed", 0.1)
+    try:
+        fv = FleetView(first)
+        ca_bytes = open(fv.ca, "rb").read()
+        hosts_before = json.loads(json.dumps(fv.hostvars))
+        machines_before = {p["name"]: p["machine_id"] for p in fv.control.fleet()}
+        v3 = fv.pbx(fv.names("v3")[0])
+        legacy = fv.pbx(fv.names("legacy")[0])
+        key = fv.control.create_company(companyname="Persistent Ltd")
+        for pbx in (v3, legacy):
+            data = expect(pbx.lic_request({"licKey": key}), 200, "§11.3", {"licKey": key})
+            assert data["result"] is True, data
+        rows = [
+            module_row("ModuleTemplate"),
+            module_row("ModuleBackup", disabled=True, reason="DisabledByUser", text="by hand"),
+        ]
+        for pbx in (v3, legacy):
+            fv.control.set_modules(pbx.name, rows)
+        expect(v3.module_disable("ModuleTemplate", "", ""), 200, "§7.2 disable")
+        created_key = _api_key(v3)
+        seats_before = sorted(s["machine_id"] for s in fv.control.seats(key))
+        modules_before = {n: fv.control.modules(n) for n in (v3.name, legacy.name)}
+    finally:
+        first.stop()
+
+    second = start_fleet(state_dir, 4, "mixed", 0.1)
+    try:
+        fv = FleetView(second)
+        assert open(fv.ca, "rb").read() == ca_bytes, "CA changed over a restart"
+        assert fv.hostvars == hosts_before, "inventory (ports, passwords, API keys) changed over a restart"
+        assert {p["name"]: p["machine_id"] for p in fv.control.fleet()} == machines_before
+        v3 = fv.pbx(v3.name)
+        legacy = fv.pbx(legacy.name)
+        assert sorted(s["machine_id"] for s in fv.control.seats(key)) == seats_before
+        for pbx in (v3, legacy):
+            assert fv.control.license_key(pbx.name) == key
+            assert fv.control.modules(pbx.name) == modules_before[pbx.name]
+            info = expect(pbx.lic_info(), 200, "§5.2 after restart")
+            assert info["result"] is True and json.loads(info["data"]["licenseInfo"])["@attributes"]["key"] == key
+        expect(v3.bearer().get(v3.url + V3 + "/system:checkAuth", timeout=30), 200, "inventory API key")
+        expect(v3.bearer(created_key).get(v3.url + V3 + "/system:checkAuth", timeout=30), 200, "created API key")
+        expect(v3.v3_login(), 200, "v3 password")
+        data = expect(legacy.legacy_login(), 200, "legacy password")
+        assert data["success"] is True, data
+        assert str(fv.control.modules(v3.name)["ModuleTemplate"]["disabled"]) == "1"
+    finally:
+        second.stop()
+
+
+def test_snapshot_restore_same_machine(fleet):
+    """design §2: restore (new_machine false) brings the PBX's settings and modules back and keeps its machine
+    identity, so its seat still answers getLicenseInfo."""
+    for gen in ("v3", "legacy"):
+        pbx = fleet.pbx(fleet.names(gen)[0])
+        key = fleet.control.create_company()
+        data = expect(pbx.lic_request({"licKey": key}), 200, "§11.3", {"licKey": key})
+        assert data["result"] is True, data
+        fleet.control.set_modules(pbx.name, [module_row("ModuleTemplate"), module_row("ModuleBackup")])
+        machine = fleet.control.machine_id(pbx.name)
+        snap = fleet.control.snapshot(pbx.name)
+        expect(pbx.module_disable("ModuleBackup", "DisabledByUser"), 200, "§7 disable")
+        fleet.control.set_modules(pbx.name, [module_row("ModuleUsersUI", feature=201, product=101)])
+        fleet.control.restore(pbx.name, snap, new_machine=False)
+        assert fleet.control.machine_id(pbx.name) == machine
+        assert fleet.control.license_key(pbx.name) == key
+        mods = fleet.control.modules(pbx.name)
+        assert set(mods) == {"ModuleTemplate", "ModuleBackup"}, mods
+        assert str(mods["ModuleBackup"]["disabled"]) == "0", mods
+        info = expect(pbx.lic_info(), 200, "§5.2 after restore on the same machine")
+        assert info["result"] is True, info
+
+
+def test_snapshot_restore_new_machine_changes_identity(fleet):
+    """design §2: restore with new_machine gives the PBX a new machine identity; its credentials (the target's
+    own listener, password) keep working while the settings come from the backup."""
+    src = fleet.pbx(fleet.names("v3")[1])
+    dst = fleet.pbx(fleet.names("legacy")[1])
+    key = fleet.control.create_company()
+    fleet.control.set_license_key(src.name, key, bind=True)
+    before = fleet.control.machine_id(dst.name)
+    snap = fleet.control.snapshot(dst.name)
+    fleet.control.restore(dst.name, snap, new_machine=True)
+    assert fleet.control.machine_id(dst.name) != before
+    data = expect(dst.legacy_login(), 200, "legacy login after restore")
+    assert data["success"] is True, data
+    machines = [p["machine_id"] for p in fleet.control.fleet()]
+    assert len(set(machines)) == len(machines), "machine identities must stay unique in the fleet"
