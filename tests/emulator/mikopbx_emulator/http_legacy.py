@@ -96,6 +96,13 @@ async def _sysinfo(p: PBX, d: dict[str, Any]) -> R:
     return await p.sysinfo()
 
 
+def _unknown_sysinfo(action: str) -> Action:
+    async def fn(p: PBX, d: dict[str, Any]) -> R:
+        proc = "MikoPBX\\PBXCoreREST\\Lib\\SysinfoManagementProcessor"
+        return R(False, [], {"error": [texts.unknown_action(action, proc)]}, action, proc + "::callBack")
+    return fn
+
+
 def session_of(pbx: PBX, request: web.Request) -> dict[str, Any] | None:
     sid = request.cookies.get("PHPSESSID")
     if not sid:
@@ -115,6 +122,9 @@ async def handle_api(pbx: PBX, request: web.Request, path: str) -> tuple[web.Res
     verb_kind = "read" if request.method == "GET" else "write"
     m = PATH_RE.match(path)
     entry = ROUTES.get((request.method, m.group("res"), m.group("action"))) if m else None
+    if entry is None and m and request.method == "GET" and m.group("res") == "sysinfo" and "/" not in m.group("action"):
+        # the sysinfo GET controller forwards any action name to its processor
+        entry = (_unknown_sysinfo(m.group("action")), "read")
     if path.startswith("/pbxcore/api/v3/") or entry is None:
         return envelope.legacy_errors(pbx, 404, texts.LEGACY_404), verb_kind
     fn, kind = entry

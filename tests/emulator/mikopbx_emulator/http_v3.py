@@ -56,7 +56,7 @@ class Route:
     worker: bool = True
 
 
-ROUTES: dict[tuple[str, str | None, bool], Route] = {}
+ROUTES: dict[tuple[str, str | None, bool], dict[str, Route]] = {}
 RESOURCES: dict[str, str] = {}  # resource -> processor class for "Unknown action" answers
 
 
@@ -65,7 +65,8 @@ def route(res: str, method: str | None, verbs: str, *, kind: str | None = None, 
     def deco(fn: Handler) -> Handler:
         vs = tuple(verbs.split(","))
         k = kind or ("read" if vs == ("GET",) else "write")
-        ROUTES[(res, method, with_id)] = Route(vs, fn, k, public, worker)
+        for v in vs:
+            ROUTES.setdefault((res, method, with_id), {})[v] = Route(vs, fn, k, public, worker)
         return fn
     return deco
 
@@ -162,7 +163,10 @@ async def handle(pbx: PBX, request: web.Request, path: str) -> tuple[web.Respons
     res, rid, method = m.group("res"), m.group("id"), m.group("method")
     if res not in RESOURCES:
         return envelope.v3_not_found(pbx, path, texts.endpoint_not_found(path)), _kind_by_verb(request)
-    rt = ROUTES.get((res, method, rid is not None))
+    by_verb = ROUTES.get((res, method, rid is not None))
+    rt = None
+    if by_verb:
+        rt = by_verb.get(request.method) or next(iter(by_verb.values()))
     public = bool(rt and rt.public)
     ok, auth = authenticate(pbx, request, path, public)
     kind = rt.kind if rt else _kind_by_verb(request)
