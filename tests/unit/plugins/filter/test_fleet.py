@@ -1,0 +1,246 @@
+"""Unit tests of the fleet planning and report filters (hostvars as plain dicts)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.mikopbx.marketplace.plugins.filter.fleet_plan import (
+    mikopbx_choose_license_key,
+    mikopbx_seat_plan,
+)
+from ansible_collections.mikopbx.marketplace.plugins.filter.fleet_report import (
+    mikopbx_fleet_report,
+    mikopbx_report_markdown,
+)
+
+KEY = "MIKO-AAAAA-BBBBB-CCCCC-DDDDD"
+OTHER = "MIKO-ZZZZZ-YYYYY-XXXXX-WWWWW"
+MASKED = "MIKO-*****-*****-*****-DDDDD"
+
+
+def info(status="unbound", key_masked=None, captured=None, count=10, **extra):
+    seats = {"count": count, "captured": captured, "free": None, "host_limit": 10} if captured is not None else None
+    return {
+        "changed": False,
+        "generation": "v3",
+        "version": "2026.1.223",
+        "license_key_masked": key_masked,
+        "binding_status": status,
+        "seats": seats,
+        "products": [],
+        **extra,
+    }
+
+
+def host(key="", status="unbound", eligible=True, captured=None, **extra):
+    return {
+        "_mikopbx_host_key": key,
+        "_mikopbx_eligible": eligible,
+        "mikopbx_info": info(status, MASKED if key == KEY else None, captured),
+        **extra,
+    }
+
+
+# ------------------------------------------------------------------ choose key
+
+
+def test_given_key_wins_and_is_normalised():
+    hv = {"a": host(OTHER, "ok")}
+    choice = mikopbx_choose_license_key(hv, ["a"], " miko-aaaaa-bbbbb-ccccc-ddddd ")
+    assert choice["key"] == KEY and choice["source"] == "variable" and choice["found_on"] == []
+
+
+def test_key_discovered_on_the_seated_pbx():
+    hv = {"a": host(), "b": host(KEY, "ok", captured=1), "c": host(OTHER, "binding_required")}
+    choice = mikopbx_choose_license_key(hv, ["a", "b", "c"])
+    assert choice == {
+        "key": KEY,
+        "license_key_masked": MASKED,
+        "source": "discovered",
+        "found_on": ["b"],
+        "conflicts": [],
+        "error": None,
+    }
+
+
+def test_restored_backup_key_used_when_nobody_holds_a_seat():
+    hv = {"a": host(), "b": host(KEY, "binding_required")}
+    assert mikopbx_choose_license_key(hv, ["a", "b"])["key"] == KEY
+
+
+def test_two_seated_keys_are_a_conflict_without_revealing_them():
+    hv = {"a": host(KEY, "ok"), "b": host(OTHER, "ok")}
+    choice = mikopbx_choose_license_key(hv, ["a", "b"])
+    assert choice["source"] == "conflict" and choice["key"] == ""
+    assert KEY not in choice["error"] and OTHER not in choice["error"] and MASKED in choice["error"]
+
+
+def test_nothing_found():
+    assert mikopbx_choose_license_key({"a": host()}, ["a"])["source"] == "none"
+
+
+def test_hosts_must_be_a_list():
+    with pytest.raises(AnsibleFilterError):
+        mikopbx_choose_license_key({}, "all")
+
+
+# ------------------------------------------------------------------ seat plan
+
+
+def test_seat_plan_fits():
+    hv = {"a": host(KEY, "ok", captured=3), "b": host(), "c": host(KEY, "binding_required")}
+    plan = mikopbx_seat_plan(hv, ["a", "b", "c"], KEY)
+    assert plan["holders"] == ["a"] and plan["needs"] == ["b", "c"]
+    assert (plan["count"], plan["captured"], plan["free"], plan["known"], plan["fits"]) == (10, 3, 7, True, True)
+    assert plan["message"] is None
+
+
+def test_seat_plan_exceeded_names_hosts_and_never_the_key():
+    hv = {"a": host(KEY, "ok", captured=9), "b": host(), "c": host()}
+    plan = mikopbx_seat_plan(hv, ["a", "b", "c"], KEY)
+    assert not plan["fits"] and plan["free"] == 1
+    assert "b, c" in plan["message"] and "nothing was changed" in plan["message"]
+    assert KEY not in json.dumps(plan)
+
+
+def test_seat_plan_skips_ineligible_and_foreign():
+    hv = {"a": host(KEY, "ok", captured=1), "b": host(eligible=False), "c": host(OTHER, "ok")}
+    plan = mikopbx_seat_plan(hv, ["a", "b", "c"], KEY)
+    assert plan["needs"] == [] and plan["foreign"] == ["c"]
+    assert mikopbx_seat_plan(hv, ["a", "b", "c"], KEY, replace_foreign_keys=True)["needs"] == ["c"]
+
+
+def test_seat_plan_without_figures_assumes_the_default():
+    hv = {name: host() for name in "abcdefghijk"}
+    plan = mikopbx_seat_plan(hv, sorted(hv), KEY)
+    assert not plan["known"] and plan["count"] == 10 and len(plan["needs"]) == 11 and not plan["fits"]
+
+
+def test_seat_plan_host_limit():
+    hv = {"a": host(KEY, "ok", captured=1)}
+    hv["a"]["mikopbx_info"]["seats"]["count"] = 50
+    assert mikopbx_seat_plan(hv, ["a"], KEY)["count"] == 10
+
+
+# ------------------------------------------------------------------ report
+
+
+def reach(ok=True):
+    return {
+        "changed": False,
+        "reachable": ok,
+        "method": "pbx_probe",
+        "hosts": [
+            {"host": "lic.miko.ru", "ok": True, "failed_stage": None, "detail": "", "intercepted": False},
+            {"host": "lic.mikopbx.com", "ok": ok, "failed_stage": None if ok else "dns", "detail": "x"},
+        ],
+        "license_ping": {"ok": ok, "detail": ""},
+        "first_failure": None if ok else {"host": "lic.mikopbx.com", "stage": "dns", "detail": "x"},
+        "msg": "ok" if ok else "the PBX cannot reach every licensing host",
+    }
+
+
+def fleet_hostvars():
+    expiring = info("ok", MASKED, 2)
+    expiring["products"] = [{"name": "Module X", "expired_now": False, "expires_in_days": 5, "trial": True}]
+    return {
+        "pbx-001": {
+            "mikopbx_info": expiring,
+            "mikopbx_reachability": reach(),
+            "mikopbx_registration": {"changed": True, "action": "registered_trial"},
+            "mikopbx_binding": {"skipped": True},
+            "mikopbx_modules": {
+                "changed": False,
+                "modules": [
+                    {"uniqid": "ModuleA", "enabled": False, "disable_reason": "licence"},
+                    {"uniqid": "ModuleB", "enabled": False, "disable_reason": "user"},
+                    {"uniqid": "ModuleC", "enabled": True, "disable_reason": "licence"},
+                ],
+                "required_problems": [{"uniqid": "ModuleD", "problem": "not_installed"}],
+            },
+            "mikopbx_url": "https://127.0.0.1:1",
+        },
+        "pbx-002": {
+            "mikopbx_info": info("unbound"),
+            "mikopbx_reachability": reach(),
+            "mikopbx_binding": {
+                "changed": True,
+                "binding_status": "unbound",
+                "binding_status_after": "ok",
+                "actions": ["apply_key"],
+                "license_key_masked": MASKED,
+                "seats": {"count": 10, "captured": 3, "free": 7, "host_limit": 10},
+            },
+        },
+        "pbx-003": {
+            "mikopbx_info": info("unbound"),
+            "mikopbx_reachability": reach(False),
+            "mikopbx_skip_reason": "licensing hosts unreachable from the PBX",
+        },
+        "pbx-004": {
+            "mikopbx_info": {"failed": True, "msg": "PBX said %s is wrong" % KEY, "error": {"classification": "auth"}},
+        },
+    }
+
+
+def test_report_totals_hosts_and_violations():
+    report = mikopbx_fleet_report(
+        fleet_hostvars(),
+        ["pbx-001", "pbx-002", "pbx-003", "pbx-004", "pbx-005"],
+        fleet={"license_key_masked": MASKED, "key_source": "registered", "registered_on": "pbx-001"},
+    )
+    totals = report["totals"]
+    assert totals["hosts"] == 5 and totals["not_run"] == 1
+    assert totals["bound"] == 2 and totals["unbound"] == 2
+    assert totals["licensing_unreachable"] == 1 and totals["api_unreachable"] == 1
+    assert totals["licence_disabled_modules"] == 1 and totals["required_module_problems"] == 1
+    assert totals["hosts_expiring"] == 1 and totals["registered"] == 2
+    assert report["fleet"]["seats"]["captured"] == 3
+
+    hosts = {h["name"]: h for h in report["hosts"]}
+    assert hosts["pbx-001"]["modules"]["disabled"] == {"licence": ["ModuleA"], "user": ["ModuleB"]}
+    assert hosts["pbx-002"]["registration"]["action"] == "applied_key"
+    assert hosts["pbx-002"]["binding"] == {
+        "before": "unbound",
+        "status": "ok",
+        "changed": True,
+        "seats": {"count": 10, "captured": 3, "free": 7, "host_limit": 10},
+        "manual_step": None,
+    }
+    assert hosts["pbx-003"]["reachability"]["hosts"][1]["failed_stage"] == "dns"
+    assert hosts["pbx-004"]["state"] == "error" and hosts["pbx-004"]["errors"][0]["classification"] == "auth"
+    assert hosts["pbx-005"]["state"] == "not_run"
+
+    violated = {v["threshold"]: v["hosts"] for v in report["violations"]}
+    assert violated["unreachable"] == ["pbx-003"]
+    assert violated["unbound"] == ["pbx-003", "pbx-004"]
+    assert "expiring" not in violated
+
+    # No clear key anywhere, even when a PBX message quoted one.
+    assert KEY not in json.dumps(report)
+
+
+def test_thresholds_can_be_relaxed_and_validated():
+    report = mikopbx_fleet_report(fleet_hostvars(), ["pbx-003"], fail_on={"unreachable": 1, "unbound": None})
+    assert report["violations"] == []
+    with pytest.raises(AnsibleFilterError):
+        mikopbx_fleet_report(fleet_hostvars(), ["pbx-003"], fail_on={"nonsense": 1})
+    with pytest.raises(AnsibleFilterError):
+        mikopbx_fleet_report(fleet_hostvars(), ["pbx-003"], fail_on={"unbound": -1})
+
+
+def test_markdown():
+    report = mikopbx_fleet_report(fleet_hostvars(), ["pbx-001", "pbx-002", "pbx-003", "pbx-004"])
+    text = mikopbx_report_markdown(report)
+    assert text.startswith("# MikoPBX fleet report")
+    assert "| pbx-003 | warning |" in text and "lic.mikopbx.com FAIL at dns" in text
+    assert "licence: ModuleA" in text and "Module X in 5 d" in text
+    assert "- unreachable: 1 > 0 (pbx-003)" in text
+    assert KEY not in text
+    rows = [line for line in text.splitlines() if line.startswith("| pbx-")]
+    assert len(rows) == 4 and all(row.count(" | ") == 11 for row in rows)
+    with pytest.raises(AnsibleFilterError):
+        mikopbx_report_markdown({"nope": 1})
