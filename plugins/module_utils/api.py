@@ -344,6 +344,7 @@ class MikoPBXClient:
                 self.add_secret(data[secret_field])
 
         result = self._authorised_request(method, path, params=params, data=data, safe=safe)
+        result.method, result.path = method, path
         if not result.ok and not allow_failure:
             raise self.error_from_result(result, action or path, method=method, path=path)
         return result
@@ -415,6 +416,8 @@ class MikoPBXClient:
         self, result: ApiResult, action: str, *, method: str | None = None, path: str | None = None
     ) -> MikoPBXError:
         """Classify a failed answer into a :class:`MikoPBXError` with the fix."""
+        method = method or result.method
+        path = path or result.path
         status = result.status
         pbx = result.error_text()
         lower = pbx.lower()

@@ -42,6 +42,8 @@ class ApiResult:
     text: str = ""  # the raw body for text answers (already stripped), "" for JSON
     licence_code: int | str | None = None  # 2008 …, or "no_answer"/"dns"
     raw: Any = None  # the decoded JSON document
+    method: str | None = None  # filled in by the client: the request that produced this answer
+    path: str | None = None
 
     def error_text(self) -> str:
         """The PBX's own words about a failure: licence and error messages, else the plain text."""

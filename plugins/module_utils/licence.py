@@ -454,9 +454,24 @@ def seat_figures(products: list[dict[str, Any]]) -> dict[str, Any]:
 # Client-facing helpers (generation quirks of the licence API)
 
 
-def read_license_info(client: MikoPBXClient, today: datetime.date | None = None) -> dict[str, Any]:
-    """GET getLicenseInfo and parse it. Licence-library failures raise classified MikoPBXError."""
-    result = client.call("license.getLicenseInfo")
+def read_license_info(
+    client: MikoPBXClient, today: datetime.date | None = None, *, legacy_feature_check: bool = False
+) -> dict[str, Any]:
+    """GET getLicenseInfo and parse it. Licence-library failures raise classified MikoPBXError.
+
+    ``legacy_feature_check``: on a legacy PBX whose getLicenseInfo failed without any message,
+    ask getMikoPBXFeatureStatus (one more read) and raise its classified error instead (2008 for a
+    machine without a seat, unreachable when the licensing service is silent).
+    """
+    result = client.call("license.getLicenseInfo", allow_failure=True)
+    if not result.ok:
+        # Legacy answers a licence-library failure with result false and no message at all; its
+        # base-feature check (feature 33) says why: 2008 for a machine without a seat, or no answer.
+        if legacy_feature_check and client.generation == "legacy" and not result.error_text():
+            status = client.call("license.getMikoPBXFeatureStatus", allow_failure=True)
+            if not status.ok and status.error_text():
+                raise client.error_from_result(status, "license.getLicenseInfo")
+        raise client.error_from_result(result, "license.getLicenseInfo")
     data = result.data if isinstance(result.data, dict) else {}
     return parse_license_info(data.get("licenseInfo"), today)
 

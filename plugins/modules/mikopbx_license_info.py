@@ -21,6 +21,8 @@ description:
   - Works with MikoPBX 2026.1 (REST API v3) and 2024.x (legacy API); the generation is detected
     automatically.
   - With O(api_key) this module sends at most three HTTP requests to the PBX.
+  - On MikoPBX 2024.x a failed licence read carries no reason; the module then asks the PBX's base
+    feature check once more to tell V(binding_required) from V(unknown).
 author:
   - mikopbx.marketplace contributors
 extends_documentation_fragment:
@@ -351,7 +353,7 @@ def main() -> None:
 
     if key:
         try:
-            info = read_license_info(client)
+            info = read_license_info(client, legacy_feature_check=True)
         except MikoPBXError as err:
             fatal = err.classification in _FATAL or (
                 err.status is None and err.classification in ("unreachable", "timeout")

@@ -296,3 +296,32 @@ def test_api_key_rejected_on_the_licence_read_fails(capsys, fake_http):
     assert result["failed"] is True
     assert result["error"]["classification"] == "auth"
     assert_no_secrets(out)
+
+
+def test_legacy_silent_licence_failure_is_explained_by_the_feature_check(capsys, fake_http):
+    legacy_pbx(fake_http)
+    fake_http.add("GET", INFO_LEGACY, Reply(json=legacy_fail([], "getLicenseInfo")))
+    fake_http.add(
+        "GET",
+        LEGACY + "license/getMikoPBXFeatureStatus",
+        Reply(
+            json=legacy_fail(
+                {"license": ["The required licence is missing, or it is bound to a different MikoPBX station"]},
+                "getMikoPBXFeatureStatus",
+            )
+        ),
+    )
+    result, out = run(capsys, login_args(api_generation="legacy"))
+    assert result["binding_status"] == "binding_required"
+    assert result["licence_error"]["code"] == 2008
+    assert fake_http.paths() == [LEGACY_LOGIN, LEGACY_PAGE, INFO_LEGACY, LEGACY + "license/getMikoPBXFeatureStatus"]
+    assert_no_secrets(out)
+
+
+def test_legacy_silent_failure_with_healthy_feature_is_unknown(capsys, fake_http):
+    legacy_pbx(fake_http)
+    fake_http.add("GET", INFO_LEGACY, Reply(json=legacy_fail([], "getLicenseInfo")))
+    fake_http.add("GET", LEGACY + "license/getMikoPBXFeatureStatus", Reply(json=legacy_ok([], "x")))
+    result, _ = run(capsys, login_args(api_generation="legacy"))
+    assert result["binding_status"] == "unknown"
+    assert result["licence_error"]["classification"] == "server"
