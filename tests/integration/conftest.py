@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -206,6 +207,17 @@ class PlaybookRun:
     def output(self) -> str:
         return self.stdout + "\n" + self.stderr
 
+    def failures(self) -> dict[str, dict[str, Any]]:
+        """Results of tasks that failed a host (``fatal: [host]: FAILED! => {...}`` in the output),
+        for tasks run with ``ignore_errors: false`` whose hosts then write no result file."""
+        found: dict[str, dict[str, Any]] = {}
+        for match in _FATAL_RE.finditer(self.stdout):
+            try:
+                found[match.group(1)] = json.loads(match.group(2))
+            except ValueError:
+                found[match.group(1)] = {"failed": True, "msg": match.group(2)}
+        return found
+
     def result(self, host: str, task: str | None = None) -> dict[str, Any]:
         """The registered result of ``task`` (default: the only/first task) on ``host``."""
         assert host in self.results, "no results for %s; rc=%s\n%s" % (host, self.rc, self.output[-4000:])
@@ -215,6 +227,9 @@ class PlaybookRun:
         value = per_host.get(task)
         assert value is not None, "task %r did not run on %s\n%s" % (task, host, self.output[-4000:])
         return value
+
+
+_FATAL_RE = re.compile(r"^fatal: \[([^\]]+)\]: FAILED! => (\{.*\})\s*$", re.MULTILINE)
 
 
 def _ansible_env(workdir: Path, extra: dict[str, str] | None) -> dict[str, str]:
