@@ -336,3 +336,61 @@ def test_random_key_helper_is_well_formed():
     """helper sanity: generated keys have the 28-char MIKO- form the PBX checks (§5.5)."""
     key = random_key()
     assert len(key) == 28 and key.startswith("MIKO-")
+
+
+# ------------------------------------------------------------------------------------------ timeouts and writes
+
+
+@pytest.mark.parametrize("gen", GENS)
+def test_timed_out_write_still_lands(clean, gen):
+    """§7.2 / §9: when the client gets the worker timeout the worker keeps going -- a processUserRequest that timed
+    out is applied anyway (why a client must re-read before retrying a write)."""
+    fv = clean
+    pbx = take(fv, gen)
+    s = fresh_session(pbx)
+    fv.control.add_fault(pbx.name, "worker_timeout", count=1)
+    resp, sent = new_key_request(fv, pbx, s)
+    expect(resp, 400 if gen == "v3" else 500, "§4 worker timeout", sent)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and fv.control.license_key(pbx.name) != sent["licKey"]:
+        time.sleep(0.05)
+    assert fv.control.license_key(pbx.name) == sent["licKey"], "the timed-out write was not applied by the worker"
+
+
+def marketplace_path(gen):
+    return (
+        "/pbxcore/api/v3/modules:getAvailableModules"
+        if gen == "v3"
+        else "/pbxcore/api/modules/core/getAvailableModules"
+    )
+
+
+@pytest.mark.parametrize("gen", GENS)
+def test_releases_dns_failure_marketplace_failure(clean, gen):
+    """§4 / §7.2 / §10: releases.mikopbx.com not resolvable (fails fast) -> the marketplace list fails with
+    result false and a plain list of messages (v3 HTTP 422; legacy HTTP 200)."""
+    fv = clean
+    pbx = take(fv, gen)
+    s = fresh_session(pbx)
+    fv.control.add_fault(pbx.name, "dns_failure", hosts=["releases.mikopbx.com"])
+    resp = s.get(pbx.url + marketplace_path(gen), timeout=60)
+    data = expect(resp, 422 if gen == "v3" else 200, "§4 marketplace failure")
+    assert data["result"] is False and isinstance(data["messages"], list) and data["messages"], describe(resp)
+
+
+@pytest.mark.parametrize("gen", GENS)
+def test_releases_egress_blocked_exceeds_worker_wait(clean, gen):
+    """§7.2 / §9 / §4: with the TCP stage to releases.mikopbx.com timing out, getAvailableModules makes 3 tries of
+    15 s (2 s pauses) = 49 s, longer than the worker wait (v3 30 s, legacy 10 s) -> the client sees the
+    generation's timeout: v3 400 "Request timeout or worker not responding", legacy 500."""
+    fv = clean
+    pbx = take(fv, gen)
+    s = fresh_session(pbx)
+    fv.control.add_fault(pbx.name, "egress_blocked", hosts=["releases.mikopbx.com"])
+    resp = s.get(pbx.url + marketplace_path(gen), timeout=60)
+    if gen == "v3":
+        data = expect(resp, 400, "§4 v3 worker wait (30 s) < 3 x 15 s marketplace tries")
+        assert data["messages"]["error"] == [WORKER_TIMEOUT_V3], describe(resp)
+    else:
+        data = expect(resp, 500, "§4 legacy worker wait (10 s) < 15 s marketplace try")
+        assert data["errors"] == [LEGACY_500], describe(resp)

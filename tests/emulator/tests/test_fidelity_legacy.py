@@ -434,3 +434,58 @@ def test_sysinfo_get_info(fleet):
     lines = [ln.strip() for ln in d["content"].splitlines() if ln.strip()]
     idx = next(i for i, ln in enumerate(lines) if "PBXVersion" in ln)
     assert version in lines[idx + 1] and version.startswith("2024.1"), lines[:6]
+
+
+# ------------------------------------------------------------------------------------------ more §3.2 / §4 / §9
+
+
+def test_session_lifetime_3600s(fleet):
+    """§3.2: session data lives 3600 s -- after that the cookie no longer authorises the API."""
+    pbx = take(fleet)
+    s = pbx.legacy_session()
+    expect(s.get(pbx.url + API + "/license/ping", timeout=30), 200, "§3.2")
+    fleet.control.advance(3601)
+    expect(s.get(pbx.url + API + "/license/ping", timeout=30), 401, "§3.2 session expired")
+
+
+def test_no_nginx_rate_limit_on_legacy(fleet):
+    """§9 / §12: 2024 has no HTTP rate limiting besides fail2ban -- 250 quick authenticated calls all succeed."""
+    pbx = take(fleet)
+    s = pbx.legacy_session()
+    codes = {s.get(pbx.url + API + "/license/sendPBXMetrics", timeout=30).status_code for _ in range(250)}
+    assert codes == {200}, codes
+
+
+def test_async_channel_header_legacy(fleet):
+    """§4: on 2024 the X-Async-Response-Channel-Id header makes the worker answer at once: result true with an
+    "async job … started" message in messages.info (a PBXApiResult, unlike v3)."""
+    pbx = take(fleet)
+    fleet.control.set_modules(pbx.name, [module_row("ModuleTemplate", disabled=True, reason="DisabledByUser")])
+    resp = pbx.post(
+        API + "/modules/core/enableModule",
+        data={"uniqid": "ModuleTemplate"},
+        headers={"X-Async-Response-Channel-Id": "fidelity-channel"},
+    )
+    data = expect(resp, 200, "§4 async header (legacy)")
+    assert data["result"] is True and messages_of(data, "info"), describe(resp)
+    assert "async" in " ".join(messages_of(data, "info")).lower(), describe(resp)
+
+
+def test_etag_header(fleet):
+    """§4: legacy responses carry the E-Tag header."""
+    pbx = shared(fleet)
+    resp = pbx.get(API + "/license/ping")
+    assert resp.status_code == 200 and resp.headers.get("E-Tag"), dict(resp.headers)
+
+
+def test_available_modules_legacy(fleet):
+    """§7.3: GET modules/core/getAvailableModules -> marketplace list in data.modules (HTTP 200)."""
+    pbx = shared(fleet)
+    resp = pbx.get(API + "/modules/core/getAvailableModules")
+    data = expect(resp, 200, "§7.3")
+    assert data["result"] is True and isinstance(data["data"]["modules"], list) and data["data"]["modules"], describe(
+        resp
+    )
+    resp = pbx.post(API + "/modules/core/getModuleInfo", data={"uniqid": data["data"]["modules"][0]["uniqid"]})
+    info = expect(resp, 200, "§7.3 getModuleInfo")
+    assert info["result"] is True and "releases" in info["data"], describe(resp)

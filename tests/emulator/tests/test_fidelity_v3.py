@@ -812,3 +812,203 @@ def test_request_log_kinds(fleet):
     assert (V3 + "/system:checkAuth", "read") in kinds, log
     text = json.dumps(log)
     assert pbx.password not in text and (pbx.api_key or "§") not in text, "secret in the request log"
+
+
+# ------------------------------------------------------------------------------------------ more §3 / §4 / §9
+
+
+def test_public_endpoint_ignores_a_bad_bearer(fleet):
+    """§3.1 step 1: on a public endpoint a Bearer token is parsed but its failure ignored -> system:ping 200."""
+    pbx = shared(fleet)
+    resp = pbx.bearer("not-a-token").get(pbx.url + V3 + "/system:ping", timeout=30)
+    data = expect(resp, 200, "§3.1 public endpoint")
+    assert data["result"] is True, describe(resp)
+
+
+def test_validate_token_from_non_local_address_403(fleet):
+    """§3.1.3: auth:validateToken is internal; from a non-local address it answers 403 {"error": "…"}."""
+    pbx = shared(fleet)
+    token = pbx.jwt()
+    resp = pbx.anon().get(pbx.url + V3 + "/auth:validateToken", params={"token": token}, timeout=30)
+    data = expect(resp, 403, "§3.1.3")
+    assert isinstance(data, dict) and isinstance(data.get("error"), str) and data["error"], describe(resp)
+
+
+def test_localhost_bypass_but_bearer_still_validated(fleet):
+    """§3.1 steps 2-3 / §3.1.5: a localhost request without Authorization is let in without credentials, but a
+    Bearer header is validated even from localhost (bad token -> 401).  The emulator marks a request as local with
+    the header X-Emulator-Localhost: 1 (its listeners are all on 127.0.0.1)."""
+    pbx = shared(fleet)
+    local = {"X-Emulator-Localhost": "1"}
+    resp = pbx.anon().get(pbx.url + V3 + "/system:checkAuth", headers=local, timeout=30)
+    expect(resp, 200, "§3.1 step 3 (localhost, no Authorization)")
+    resp = pbx.bearer("f" * 64).get(pbx.url + V3 + "/system:checkAuth", headers=local, timeout=30)
+    expect(resp, 401, "§3.1 step 2 (Bearer validated even from localhost)")
+
+
+def test_refresh_limit_100_per_5_minutes(fleet):
+    """§3.1.2: more than 100 refreshes per 5 min per IP -> 429."""
+    pbx = take(fleet)
+    s = pbx.anon()
+    expect(pbx.v3_login(s), 200, "§3.1.1")
+    statuses = []
+    for _ in range(101):
+        statuses.append(s.post(pbx.url + V3 + "/auth:refresh", timeout=30).status_code)
+    assert statuses[:100] == [200] * 100, f"first 100 refreshes must succeed: {statuses}"
+    resp = s.post(pbx.url + V3 + "/auth:refresh", timeout=30)
+    data = expect(resp, 429, "§3.1.2 (101st+ refresh within 5 min)")
+    assert data["result"] is False, describe(resp)
+    fleet.control.advance(301)
+    expect(s.post(pbx.url + V3 + "/auth:refresh", timeout=30), 200, "§3.1.2 new window")
+
+
+def test_api_key_update_flushes_permission_cache(fleet):
+    """§3.1.4: lookups are cached per token but every update flushes the cache -- raising a key from read to write
+    on /api/v3/license admits POST at once."""
+    pbx = take(fleet)
+    key, resp = create_api_key(pbx, allowed_paths={"/api/v3/license": "read"})
+    rec_id = expect(resp, 201, "§3.1.4")["data"]["id"]
+    s = pbx.bearer(key)
+    sent = {"licKey": random_key()}
+    expect(s.post(pbx.url + V3 + "/license:processUserRequest", json=sent, timeout=30), 401, "§3.1.4 read scope")
+    admin = pbx.bearer(pbx.jwt())
+    upd = admin.patch(
+        pbx.url + V3 + f"/api-keys/{rec_id}", json={"allowed_paths": {"/api/v3/license": "write"}}, timeout=30
+    )
+    expect(upd, 200, "§3.1.4 PATCH")
+    expect(
+        s.post(pbx.url + V3 + "/license:processUserRequest", json=sent, timeout=30),
+        400,
+        "§3.1.4 write scope after the update (cache flushed) + §5.2 unknown key",
+    )
+
+
+def test_api_key_path_reduction_drops_numeric_id(fleet):
+    """§3.1.4: the request path is reduced to a base path (strip /pbxcore, :method, a trailing numeric id), so a
+    key with read on /api/v3/api-keys may GET /api-keys/{id}; GET needs read or write, DELETE needs write."""
+    pbx = shared(fleet)
+    key, resp = create_api_key(pbx, allowed_paths={"/api/v3/api-keys": "read"})
+    rec_id = expect(resp, 201, "§3.1.4")["data"]["id"]
+    s = pbx.bearer(key)
+    expect(s.get(pbx.url + V3 + f"/api-keys/{rec_id}", timeout=30), 200, "§3.1.4 id segment dropped")
+    expect(s.delete(pbx.url + V3 + f"/api-keys/{rec_id}", timeout=30), 401, "§3.1.4 DELETE needs write")
+    wkey, resp = create_api_key(pbx, allowed_paths={"/api/v3/api-keys": "write"})
+    expect(resp, 201, "§3.1.4")
+    expect(pbx.bearer(wkey).get(pbx.url + V3 + f"/api-keys/{rec_id}", timeout=30), 200, "§3.1.4 write admits GET")
+
+
+def test_async_channel_header_answers_at_once(fleet):
+    """§4: with header X-Async-Response-Channel-Id the v3 controller answers at once with a bare
+    {"success":true, "processor", "action", "meta"} -- not a PBXApiResult."""
+    pbx = take(fleet)
+    fleet.control.set_modules(pbx.name, [module_row("ModuleTemplate", disabled=True)])
+    resp = pbx.post(
+        V3 + "/modules/ModuleTemplate:enable", json={}, headers={"X-Async-Response-Channel-Id": "fidelity-channel"}
+    )
+    data = expect(resp, 200, "§4 async header")
+    assert data.get("success") is True and "result" not in data, describe(resp)
+    assert {"processor", "action", "meta"} <= set(data), describe(resp)
+
+
+def test_etag_header_and_no_httpcode_on_plain_success(fleet):
+    """§4: responses carry an E-Tag header; httpCode appears only when the action set it (not on a plain 200)."""
+    pbx = shared(fleet)
+    resp = pbx.get(V3 + "/system:checkAuth")
+    data = expect(resp, 200, "§8.1")
+    assert resp.headers.get("E-Tag"), dict(resp.headers)
+    assert "httpCode" not in data, describe(resp)
+
+
+def test_general_settings_full_read(fleet):
+    """§6: GET general-settings -> data {settings:{…}, codecs:[…], passwordValidation:{…}}; PBXVersion and
+    PBXLicense are not exposed there."""
+    pbx = shared(fleet)
+    resp = pbx.get(V3 + "/general-settings")
+    data = expect(resp, 200, "§6")
+    d = data["data"]
+    assert isinstance(d["settings"], dict) and isinstance(d["codecs"], list), describe(resp)
+    assert isinstance(d["passwordValidation"], dict), describe(resp)
+    assert "PBXVersion" not in d["settings"] and "PBXLicense" not in d["settings"], sorted(d["settings"])
+    assert d["settings"].get("Name") == fleet.control.state(pbx.name)["settings"]["Name"], d["settings"]
+
+
+def test_license_info_with_malformed_stored_key_400(fleet):
+    """§5.2: getLicenseInfo requires the stored key to be 28 chars with prefix MIKO-; a malformed stored key ->
+    400 messages.error (no server call)."""
+    pbx = take(fleet)
+    fleet.control.set_license_key(pbx.name, "MIKO-SHORT", bind=False)
+    resp = pbx.lic_info()
+    data = expect(resp, 400, "§5.2 malformed stored key")
+    assert data["result"] is False and len(messages_of(data, "error")) == 1, describe(resp)
+
+
+def test_available_modules_and_module_info(fleet):
+    """§7.2: modules:getAvailableModules -> data.modules[] with uniqid, name, version, commercial, release_id, …;
+    modules/{id}:getModuleInfo -> lic_feature_id, lic_product_id, releases[]; an unknown module -> result false
+    with the plain-list message ["Wrong module info"] (HTTP 422)."""
+    pbx = shared(fleet)
+    resp = pbx.get(V3 + "/modules:getAvailableModules")
+    data = expect(resp, 200, "§7.2")
+    mods = data["data"]["modules"]
+    assert isinstance(mods, list) and mods, describe(resp)
+    for f in (
+        "uniqid",
+        "name",
+        "description",
+        "developer",
+        "version",
+        "min_pbx_version",
+        "commercial",
+        "release_id",
+        "size",
+    ):
+        assert f in mods[0], f"{f} missing from marketplace row: {mods[0]}"
+    uniqid = mods[0]["uniqid"]
+    resp = pbx.get(V3 + f"/modules/{uniqid}:getModuleInfo")
+    info = expect(resp, 200, "§7.2 getModuleInfo")["data"]
+    for f in ("uniqid", "name", "commercial", "lic_feature_id", "lic_product_id", "releases"):
+        assert f in info, f"{f} missing from module info: {info}"
+    assert isinstance(info["releases"], list) and {"releaseID", "version"} <= set(info["releases"][0]), info
+    resp = pbx.get(V3 + "/modules/ModuleDoesNotExist:getModuleInfo")
+    data = expect(resp, 422, "§7.2 unknown module")
+    assert data["result"] is False and data["messages"] == ["Wrong module info"], describe(resp)
+
+
+def test_nginx_rate_limit_180_per_minute_plus_burst(fleet):
+    """§9: nginx Lua limiter, per client IP 180 requests/min + 20 burst for /pbxcore/api/* -> plain-text 429
+    "Too many requests"; the IP stays blocked (300 s), then is admitted again."""
+    pbx = take(fleet)
+    s = pbx.anon()
+    first_429 = None
+    for i in range(1, 241):
+        resp = s.get(pbx.url + V3 + "/system:ping", timeout=30)
+        if resp.status_code == 429:
+            first_429 = i
+            break
+        assert resp.status_code == 200, describe(resp)
+    assert first_429 is not None, "no 429 after 240 requests within seconds (§9: 180/min + 20 burst)"
+    assert 181 <= first_429 <= 201, f"first 429 at request #{first_429}; §9 allows 180/min + 20 burst"
+    assert resp.text.strip() == "Too many requests" and body(resp) is None, describe(resp)
+    expect(
+        s.get(pbx.url + V3 + "/system:checkAuth", headers={"Authorization": f"Bearer {pbx.api_key}"}, timeout=30),
+        429,
+        "§9 the block covers authenticated calls too",
+    )
+    fleet.control.advance(301)
+    expect(s.get(pbx.url + V3 + "/system:ping", timeout=30), 200, "§9 block over after 300 s")
+
+
+def test_certificate_valid_for_localhost_name(fleet):
+    """design §2 / §2 TLS: each PBX certificate carries SAN 127.0.0.1 and localhost and is signed by the emulator
+    CA; v3 speaks TLS 1.2/1.3."""
+    import socket
+    import ssl
+
+    pbx = shared(fleet)
+    port = int(pbx.url.rsplit(":", 1)[1])
+    resp = pbx.anon().get(f"https://localhost:{port}/pbxcore/api/v3/system:ping", timeout=30)
+    expect(resp, 200, "design §2 SAN localhost")
+    ctx = ssl.create_default_context(cafile=pbx.ca)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3"), tls.version()

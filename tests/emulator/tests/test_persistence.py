@@ -124,3 +124,29 @@ def test_snapshot_restore_new_machine_changes_identity(fleet):
     assert data["success"] is True, data
     machines = [p["machine_id"] for p in fleet.control.fleet()]
     assert len(set(machines)) == len(machines), "machine identities must stay unique in the fleet"
+
+
+def test_sigkill_loses_nothing_acknowledged(tmp_path):
+    """design §2 (restart keeps state): a write the PBX acknowledged survives a SIGKILL of the emulator."""
+    state_dir = tmp_path / "state"
+    first = start_fleet(state_dir, 2, "mixed", 0.1)
+    try:
+        fv = FleetView(first)
+        v3, legacy = fv.pbx(fv.names("v3")[0]), fv.pbx(fv.names("legacy")[0])
+        key = fv.control.create_company()
+        for pbx in (v3, legacy):
+            assert expect(pbx.lic_request({"licKey": key}), 200, "§11.3")["result"] is True
+        expect(legacy.module_disable("ModuleTemplate", "DisabledByUser"), 200, "§7.3")
+        created_key = _api_key(v3)
+    finally:
+        first.kill()
+    second = start_fleet(state_dir, 2, "mixed", 0.1)
+    try:
+        fv = FleetView(second)
+        v3, legacy = fv.pbx(v3.name), fv.pbx(legacy.name)
+        assert fv.control.license_key(v3.name) == key and fv.control.license_key(legacy.name) == key
+        assert len(fv.control.seats(key)) == 2
+        assert fv.control.modules(legacy.name)["ModuleTemplate"]["disableReason"] == "DisabledByUser"
+        expect(v3.bearer(created_key).get(v3.url + V3 + "/system:checkAuth", timeout=30), 200, "created API key")
+    finally:
+        second.stop()
