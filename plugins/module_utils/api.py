@@ -256,8 +256,7 @@ class MikoPBXClient:
         """``v3`` or ``legacy``; resolved once (option, api_key ⇒ v3, else by the login)."""
         if self._generation is None:
             self._authenticate()
-        assert self._generation is not None
-        return self._generation
+        return self._generation or "v3"
 
     def add_secret(self, value: Any) -> None:
         """Remember a secret (masked in every error; pushed to the listeners, e.g. no_log_values)."""

@@ -24,7 +24,7 @@ description:
   - On MikoPBX 2024.x a failed licence read carries no reason; the module then asks the PBX's base
     feature check once more to tell V(binding_required) from V(unknown).
 author:
-  - mikopbx.marketplace contributors
+  - mikopbx.marketplace maintainers (@mikopbx-marketplace)
 extends_documentation_fragment:
   - mikopbx.marketplace.connection
 attributes:
