@@ -17,13 +17,14 @@ JSON_CT = "application/json; charset=UTF-8"
 
 
 def _finish(pbx: PBX, payload: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> web.Response:
-    # meta.hash: a digest of the payload, also sent as the E-Tag header like the PHP app does
-    digest = hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-    payload["meta"] = {"timestamp": iso(pbx.now()), "hash": digest}
+    # serialise once; meta.hash is a digest of the payload (also sent as the E-Tag header like the
+    # PHP app does) and is spliced in as the last member
+    raw = json.dumps(payload, separators=(",", ":"))
+    digest = hashlib.sha1(raw.encode()).hexdigest()
+    body = f'{raw[:-1]},"meta":{{"timestamp":"{iso(pbx.now())}","hash":"{digest}"}}}}'.encode()
     hdrs = {"Access-Control-Allow-Origin": "*", "E-Tag": digest}
     if headers:
         hdrs.update(headers)
-    body = json.dumps(payload, separators=(",", ":")).encode()
     return web.Response(status=status, body=body, content_type="application/json", charset="UTF-8", headers=hdrs)
 
 
@@ -35,6 +36,10 @@ def v3(pbx: PBX, r: R, headers: dict[str, str] | None = None) -> web.Response:
     payload.update(r.extra)
     status = r.http_code if r.http_code is not None else (200 if r.result else 422)
     return _finish(pbx, payload, status, headers)
+
+
+def raw_v3(pbx: PBX, payload: dict[str, Any], status: int = 200) -> web.Response:
+    return _finish(pbx, dict(payload), status)
 
 
 def v3_error(pbx: PBX, status: int, message: str, function: str = "") -> web.Response:

@@ -104,11 +104,30 @@ def nginx_429() -> web.Response:
     return envelope.plain(429, texts.NGINX_429)
 
 
+ASYNC_HEADER = "X-Async-Response-Channel-Id"
+
+
+def _background(pbx: PBX, factory: Callable[[], Awaitable[R]]) -> None:
+    task = asyncio.ensure_future(factory())
+    pbx.fleet.background.add(task)
+    task.add_done_callback(pbx.fleet.background.discard)
+
+
 async def run_worker(pbx: PBX, path: str, factory: Callable[[], Awaitable[R]],
-                     respond: Callable[[R], web.Response]) -> web.Response:
+                     respond: Callable[[R], web.Response], request: web.Request | None = None,
+                     action: str = "", processor: str = "") -> web.Response:
     """Queue -> worker -> answer, with the generation's wait limit and the count faults."""
     fv = pbx.fault_view
     v3 = pbx.generation == "v3"
+    channel = request.headers.get(ASYNC_HEADER) if request is not None else None
+    if channel:
+        # the job runs on; the caller is answered at once (progress would go to the event bus)
+        _background(pbx, factory)
+        if v3:
+            return envelope.raw_v3(pbx, {"success": True, "processor": processor, "action": action})
+        from .pbx import R
+        return respond(R(True, [], {"info": [f"The async job {action} started on channel {channel}"]},
+                         action, processor))
     if fv.consume("queue_full", path):
         if v3:
             return envelope.v3_error(pbx, 503, texts.QUEUE_FULL)
@@ -120,9 +139,7 @@ async def run_worker(pbx: PBX, path: str, factory: Callable[[], Awaitable[R]],
     wt = fv.consume("worker_timeout", path)
     if wt is not None:
         if wt.get("apply", True):
-            task = asyncio.ensure_future(factory())
-            pbx.fleet.background.add(task)
-            task.add_done_callback(pbx.fleet.background.discard)
+            _background(pbx, factory)
         await pbx.fleet.clock.sleep(wait)
         return timeout_response(pbx)
     task = asyncio.ensure_future(factory())

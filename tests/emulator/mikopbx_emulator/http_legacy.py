@@ -135,7 +135,10 @@ async def handle_api(pbx: PBX, request: web.Request, path: str) -> tuple[web.Res
     async def factory() -> R:
         return await fn(pbx, data)
 
-    return await run_worker(pbx, path, factory, lambda r: envelope.legacy(pbx, r)), kind
+    action = m.group("action").rsplit("/", 1)[-1] if m else ""
+    processor = f"MikoPBX\\PBXCoreREST\\Lib\\{m.group('res').capitalize() if m else ''}ManagementProcessor::callBack"
+    return await run_worker(pbx, path, factory, lambda r: envelope.legacy(pbx, r), request, action,
+                            processor), kind
 
 
 def _redirect(location: str) -> web.Response:

@@ -194,7 +194,8 @@ async def handle(pbx: PBX, request: web.Request, path: str) -> tuple[web.Respons
     async def factory() -> R:
         return await _call(rt.handler, ctx)
 
-    return await run_worker(pbx, path, factory, respond(pbx)), kind
+    return await run_worker(pbx, path, factory, respond(pbx), request, method or res,
+                            RESOURCES[res] + "::callBack"), kind
 
 
 async def _call(handler: Handler, ctx: Ctx) -> Any:

@@ -29,6 +29,7 @@ VERSIONS = {"v3": "2026.1.223", "legacy": "2024.1.114"}
 LIC_CACHE_TTL = 120.0
 LEGACY_FEATURE_OK_TTL = 86400.0
 LEGACY_FEATURE_FAIL_TTL = 120.0
+MARKET_CACHE_TTL = 3600.0
 ENV_LIB_TIMEOUT = 5.0  # emulated seconds a licence call spends when egress is blocked
 
 MODULE_COLUMNS = ["id", "uniqid", "name", "version", "developer", "supportemail", "path", "description",
@@ -112,6 +113,7 @@ class PBX:
         self.legacy_login_attempts: list[float] = []
         self.lic_cache: dict[str, tuple[float, R]] = {}
         self.feature_cache: dict[str, tuple[float, R]] = {}
+        self.market_cache: dict[str, tuple[float, R]] = {}
         self.rate_hits: collections.deque[float] = collections.deque()
         self.rate_blocked_until = 0.0
         self.rate_offences = 0
@@ -148,9 +150,9 @@ class PBX:
     def option(self, name: str) -> bool:
         return bool(self.state.get("options", {}).get(name))
 
-    def save(self) -> None:
+    def save(self, *, fsync: bool | None = None) -> None:
         self.version += 1
-        atomic_write_json(self.path, self.state, fsync=self.fleet.fsync)
+        atomic_write_json(self.path, self.state, fsync=self.fleet.fsync if fsync is None else fsync)
 
     def pid(self) -> int:
         self._pid_i = (self._pid_i + 1) % (3 if self.generation == "v3" else 4)
@@ -475,26 +477,45 @@ class PBX:
         return changed
 
     async def releases(self) -> str | None:
-        """None when releases.mikopbx.com answers, else the curl-like failure detail."""
+        """None when releases.mikopbx.com answers, else the curl-like failure detail.  Like the real
+        marketplace client: up to 3 tries, 15 s timeout each, 2 s pause between tries, so a silently
+        dropped connection (egress_blocked) outlasts both generations' worker wait."""
         fv = self.fault_view
-        slow = fv.get("licensing_slow")
-        if slow:
-            await self.fleet.clock.sleep(float(slow["delay"]))
-        if fv.for_host("dns_failure", RELEASES_HOST):
-            return f"Could not resolve host: {RELEASES_HOST}"
-        if fv.for_host("egress_blocked", RELEASES_HOST):
-            await self.fleet.clock.sleep(15)
-            return f"Connection timed out after 15000 milliseconds ({RELEASES_HOST})"
-        if fv.for_host("tls_intercept", RELEASES_HOST):
-            return "SSL certificate problem: self-signed certificate in certificate chain"
-        if fv.get("licensing_5xx"):
-            return "The requested URL returned error: 503"
+        err = None
+        for attempt in range(3):
+            slow = fv.get("licensing_slow")
+            if slow:
+                await self.fleet.clock.sleep(min(15.0, float(slow["delay"])))
+                if float(slow["delay"]) >= 15:
+                    err = "Operation timed out after 15000 milliseconds with 0 bytes received"
+            if fv.for_host("dns_failure", RELEASES_HOST):
+                err = f"Could not resolve host: {RELEASES_HOST}"
+            elif fv.for_host("egress_blocked", RELEASES_HOST):
+                await self.fleet.clock.sleep(15)
+                err = "Connection timed out after 15000 milliseconds"
+            elif fv.for_host("tls_intercept", RELEASES_HOST):
+                err = "SSL certificate problem: self-signed certificate in certificate chain"
+            elif fv.get("licensing_5xx"):
+                err = "The requested URL returned error: 503"
+            elif not (slow and float(slow["delay"]) >= 15):
+                return None
+            if attempt < 2:
+                await self.fleet.clock.sleep(2)
+        return err
+
+    def _cached_market(self, key: str) -> R | None:
+        hit = self.market_cache.get(key)
+        if hit and hit[0] > self.now():
+            return hit[1]
         return None
 
     async def available_modules(self) -> R:
         v3 = self.generation == "v3"
         r = R(False, [], [], "getAvailableModules",
               f"{NS}Modules\\GetAvailableModulesAction::main" if v3 else f"{P_MOD}::callBack")
+        cached = self._cached_market("list")
+        if cached is not None:
+            return cached
         err = await self.releases()
         if err:
             r.messages = [texts.releases_unreachable(err)]
@@ -506,12 +527,16 @@ class PBX:
                         | {"promo_link": ""})
         r.result = True
         r.data = {"modules": mods}
+        self.market_cache["list"] = (self.now() + MARKET_CACHE_TTL, r)  # successes cached for an hour
         return r
 
     async def module_info(self, uniqid: str) -> R:
         v3 = self.generation == "v3"
         r = R(False, [], [], "getModuleInfo",
               f"{NS}Modules\\GetModuleInfoAction::main" if v3 else f"{P_MOD}::callBack")
+        cached = self._cached_market("info:" + uniqid)
+        if cached is not None:
+            return cached
         err = await self.releases()
         if err:
             r.messages = [texts.releases_unreachable(err)]
@@ -528,6 +553,7 @@ class PBX:
                   "releases": [{"releaseID": m["release_id"], "version": m["version"], "size": m["size"],
                                 "changelog": "", "created": "2026-01-15 10:00:00", "downloads": 100,
                                 "require_version": m["min_pbx_version"]}]}
+        self.market_cache["info:" + uniqid] = (self.now() + MARKET_CACHE_TTL, r)
         return r
 
     # ------------------------------------------------------------------ system

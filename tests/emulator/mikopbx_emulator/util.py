@@ -118,10 +118,14 @@ class Ids:
 
     def _choice(self, alphabet: str, n: int) -> str:
         if self._rng is None:
-            return "".join(secrets.choice(alphabet) for _ in range(n))
-        return "".join(self._rng.choice(alphabet) for _ in range(n))
+            # one urandom call per string (secrets.choice per character is slow at fleet start);
+            # the small modulo bias is irrelevant for an emulator
+            return "".join(alphabet[b % len(alphabet)] for b in secrets.token_bytes(n))
+        return "".join(self._rng.choices(alphabet, k=n))
 
     def hex(self, n: int) -> str:
+        if self._rng is None:
+            return secrets.token_hex((n + 1) // 2)[:n]
         return self._choice("0123456789abcdef", n)
 
     def password(self) -> str:
