@@ -489,3 +489,44 @@ def test_available_modules_legacy(fleet):
     resp = pbx.post(API + "/modules/core/getModuleInfo", data={"uniqid": data["data"]["modules"][0]["uniqid"]})
     info = expect(resp, 200, "§7.3 getModuleInfo")
     assert info["result"] is True and "releases" in info["data"], describe(resp)
+
+
+def _banned(pbx, s):
+    """True when the PBX no longer answers this client normally: a firewall drop (timeout / refused) or the
+    nginx 403 'Access denied' of a blacklisted IP."""
+    import requests
+
+    try:
+        resp = s.get(pbx.url + API + "/license/ping", timeout=3)
+    except (requests.ConnectionError, requests.Timeout):
+        return True
+    return resp.status_code == 403
+
+
+def test_fail2ban_bans_after_unauthenticated_rest_calls(fleet):
+    """§3.2 fail2ban trap: on 2024 every unauthenticated REST call is logged as a wrong password and counted by
+    the mikopbx-www jail (5 failures / 1800 s -> 86400 s ban): after 5 such calls even a valid session is
+    refused at the network level."""
+    pbx = take(fleet)
+    s = pbx.legacy_session()
+    expect(s.get(pbx.url + API + "/license/ping", timeout=30), 200, "§3.2")
+    anon = pbx.anon()
+    for _ in range(4):
+        expect(anon.get(pbx.url + API + "/license/ping", timeout=30), 401, "§3.2")
+    assert not _banned(pbx, s), "banned after only 4 unauthenticated calls (threshold 5)"
+    try:
+        resp = anon.get(pbx.url + API + "/license/ping", timeout=3)
+        assert resp.status_code in (401, 403), describe(resp)
+    except Exception:  # noqa: BLE001 - the 5th call itself may already be dropped
+        pass
+    assert _banned(pbx, s), "5 unauthenticated REST calls in 1800 s must get the client banned (§3.2 fail2ban)"
+
+
+def test_sysinfo_hypervisor_and_dmi(fleet):
+    """§8.1 legacy: sysinfo/getHypervisorInfo -> data {Hypervisor}; sysinfo/getDMIInfo -> data {DMI} (the GET
+    controller forwards any action name)."""
+    pbx = shared(fleet)
+    for action, key in (("getHypervisorInfo", "Hypervisor"), ("getDMIInfo", "DMI")):
+        resp = pbx.get(API + f"/sysinfo/{action}")
+        data = expect(resp, 200, f"§8.1 {action}")
+        assert data["result"] is True and key in data["data"], describe(resp)

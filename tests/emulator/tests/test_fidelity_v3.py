@@ -1012,3 +1012,62 @@ def test_certificate_valid_for_localhost_name(fleet):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
             assert tls.version() in ("TLSv1.2", "TLSv1.3"), tls.version()
+
+
+def test_fail2ban_counts_failed_logins_not_401s(fleet):
+    """§3.1.1 / §3.2: in 2026 only failed logins feed the mikopbx-www jail (20 failures / 600 s -> 600 s ban);
+    plain 401s on REST calls do not.  After 20 failed logins inside 600 s the client is refused at the network
+    level (timeout / refused, or nginx 403 'Access denied')."""
+    import requests
+
+    pbx = take(fleet)
+    anon = pbx.anon()
+    for _ in range(30):
+        expect(anon.get(pbx.url + V3 + "/system:checkAuth", timeout=30), 401, "§3.1")
+    expect(pbx.bearer().get(pbx.url + V3 + "/system:checkAuth", timeout=30), 200, "401s alone never ban (2026)")
+    for i in range(10):
+        expect(pbx.v3_login(password=f"bad-{i}"), 401, "§3.1.1")
+    fleet.control.advance(301)  # new app-level login window; still inside the 600 s jail window
+    for i in range(10):
+        expect(pbx.v3_login(password=f"worse-{i}"), 401, "§3.1.1")
+    try:
+        resp = pbx.bearer().get(pbx.url + V3 + "/system:checkAuth", timeout=3)
+    except (requests.ConnectionError, requests.Timeout):
+        return
+    assert resp.status_code == 403, f"20 failed logins in 600 s must ban the client (§3.1.1 fail2ban): {describe(resp)}"
+
+
+def test_admin_page_exception_and_crash_loop_icons(fleet):
+    """§7.1 / §7.4 (2026): DisabledByException shows a red bug icon, the new DisabledByCrashLoop a red redo icon;
+    neither shows the licence key icon."""
+    pbx = take(fleet)
+    fleet.control.set_modules(pbx.name, [
+        module_row("ModuleBackup", disabled=True, reason="DisabledByException", text="Fatal error"),
+        module_row("ModuleTemplate", disabled=True, reason="DisabledByCrashLoop", text="restarted 5 times"),
+    ])  # fmt: skip
+    resp = pbx.bearer(pbx.jwt()).get(pbx.url + "/admin-cabinet/pbx-extension-modules/index", timeout=30)
+    assert resp.status_code == 200, describe(resp)
+    rows = dict(re.findall(r'<tr[^>]*class="module-row"[^>]*data-id="(\w+)"[^>]*>(.*?)</tr>', resp.text, re.DOTALL))
+    assert "bug icon" in rows["ModuleBackup"] and "key icon" not in rows["ModuleBackup"], rows["ModuleBackup"]
+    assert "redo icon" in rows["ModuleTemplate"] and "key icon" not in rows["ModuleTemplate"], rows["ModuleTemplate"]
+
+
+def test_sysinfo_hypervisor_dmi_and_external_ip(fleet):
+    """§8.1: sysinfo:getHypervisorInfo -> data {Hypervisor, environment_type, cpu_architecture}; getDMIInfo ->
+    data {DMI, environment_type, cpu_architecture} (both always HTTP 200); getExternalIpInfo -> data.ip, and with
+    no Internet still HTTP 200 with result false and messages ["Error format data "]."""
+    pbx = take(fleet)
+    for action, key in (("getHypervisorInfo", "Hypervisor"), ("getDMIInfo", "DMI")):
+        resp = pbx.get(V3 + f"/sysinfo:{action}")
+        data = expect(resp, 200, f"§8.1 {action} (always 200)")
+        assert {key, "environment_type", "cpu_architecture"} <= set(data["data"]), describe(resp)
+    resp = pbx.get(V3 + "/sysinfo:getExternalIpInfo")
+    data = expect(resp, 200, "§8.1 getExternalIpInfo")
+    assert data["result"] is True and re.fullmatch(r"\d+\.\d+\.\d+\.\d+", data["data"]["ip"]), describe(resp)
+    fleet.control.add_fault(pbx.name, "egress_blocked", hosts=["checkip.amazonaws.com"])
+    try:
+        resp = pbx.get(V3 + "/sysinfo:getExternalIpInfo")
+    finally:
+        fleet.control.clear_faults(pbx.name)
+    data = expect(resp, 200, "§8.1 getExternalIpInfo offline (always 200)")
+    assert data["result"] is False and data["messages"] == ["Error format data "], describe(resp)
