@@ -160,8 +160,9 @@ class ControlClient:
 
 class Fleet:
     def __init__(self, proc: subprocess.Popen[bytes], state_dir: Path, inventory_path: Path,
-                 log_path: Path, log_file: Any) -> None:
+                 log_path: Path, log_file: Any, start_kwargs: dict[str, Any] | None = None) -> None:
         self.proc = proc
+        self.start_kwargs = dict(start_kwargs or {})
         self.state_dir = state_dir
         self.inventory_path = inventory_path
         self.log_path = log_path
@@ -223,7 +224,20 @@ class Fleet:
                 raise FleetError(f"emulator not ready after {timeout:.0f}s; last log lines ({log_path}):\n"
                                  f"{_tail(log_path)}")
             time.sleep(0.05)
-        return cls(proc, sd, inv, log_path, log_file)
+        kwargs = {"count": count, "generation": generation, "state_dir": sd, "time_scale": time_scale, "seed": seed,
+                  "base_port": base_port, "control_port": control_port, "company_key_on": company_key_on,
+                  "inventory_out": inventory_out, "rate_limit": rate_limit, "fsync": fsync,
+                  "extra_args": extra_args, "timeout": timeout, "python": python, "env": env}
+        return cls(proc, sd, inv, log_path, log_file, kwargs)
+
+    def restart(self, *, kill: bool = False, **overrides: Any) -> Fleet:
+        """Stop (SIGTERM, or SIGKILL with kill=True) and start again on the same state directory;
+        returns the new Fleet (ports, passwords, keys, seats and modules are kept)."""
+        if kill:
+            self.kill()
+        else:
+            self.stop()
+        return Fleet.start(**(self.start_kwargs | overrides))
 
     @property
     def pid(self) -> int:

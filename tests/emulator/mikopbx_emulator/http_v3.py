@@ -530,3 +530,17 @@ async def gs_patch(ctx: Ctx) -> R:
         changed[k] = str(v)
     ctx.pbx.save()
     return R(True, {"settings": _visible(ctx.pbx)}, [], "patch", proc(P_GS + "SaveSettingsAction"))
+
+
+async def handle_module_route(pbx: PBX, request: web.Request, path: str) -> web.Response:
+    """``/pbxcore/api/modules/{module}/{action}`` on 2026: answered only by enabled modules with a REST
+    callback; none of the emulated modules has one, so (after authentication) "Unknown action".
+    An old core URL such as ``/modules/core/enableModule`` lands here too, as a module named ``core``."""
+    ok, _auth = authenticate(pbx, request, path, False)
+    if not ok:
+        return envelope.v3_error(pbx, 401, texts.NOT_AUTHENTICATED)
+    parts = path.rstrip("/").split("/")
+    action = parts[-1] if len(parts) > 5 else ""
+    processor = NS + "PbxExtensionsProcessor"
+    return envelope.v3(pbx, R(False, [], {"error": [texts.unknown_action(action, processor)]}, action,
+                              processor + "::callBack"))

@@ -300,6 +300,9 @@ class FleetRuntime:
             if pbx.generation == "v3":
                 if path.startswith(http_v3.PREFIX):
                     return await http_v3.handle(pbx, request, path)
+                if path.startswith("/pbxcore/api/modules/"):
+                    # the only legacy route 2026 keeps: third-party module APIs
+                    return await http_v3.handle_module_route(pbx, request, path), kind
                 return envelope.v3_not_found(pbx, path, texts.endpoint_not_found(path)), kind
             return await http_legacy.handle_api(pbx, request, path)
         if path.startswith("/admin-cabinet"):
