@@ -200,8 +200,10 @@ class ModulesPageParser(HTMLParser):
         return self._stack[-1][1] if self._stack else ""
 
     # -- parser callbacks ----------------------------------------------------------------------
-    def handle_starttag(self, tag: str, attr_list: list[tuple[str, str | None]]) -> None:
-        attrs = dict(attr_list)
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._start(tag, dict(attrs))
+
+    def _start(self, tag: str, attrs: dict[str, str | None]) -> None:
         classes = self._classes(attrs)
 
         if tag == "tr":
@@ -224,12 +226,12 @@ class ModulesPageParser(HTMLParser):
         if tag not in _VOID_TAGS:
             self._stack.append((tag, html, in_name))
 
-    def handle_startendtag(self, tag: str, attr_list: list[tuple[str, str | None]]) -> None:
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         row = self._row
         if row is None or tag == "tr":
             return
-        attrs = dict(attr_list)
-        self._mark(row, tag, attrs, self._classes(attrs), self._inherited_html(attrs))
+        values = dict(attrs)
+        self._mark(row, tag, values, self._classes(values), self._inherited_html(values))
 
     def handle_endtag(self, tag: str) -> None:
         if self._row is None:

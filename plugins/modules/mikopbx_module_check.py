@@ -35,7 +35,7 @@ attributes:
     support: full
     details:
       - Everything is read as in a normal run. With O(remediate=true) no licence capture and no enable request
-        is sent; RV(remediation) lists the modules that would be tried and RV(changed) is V(true) when there is
+        is sent; RV(remediation) lists the modules that would be tried, and the task reports a change when there is
         at least one.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.

@@ -45,8 +45,8 @@ def test_default_hosts():
 
 def test_script_is_constant_and_single_quote_free():
     assert "'" not in r.PROBE_SCRIPT
-    one, *_ = r.build_probe_command(["a.example"], 443, 5)
-    two, *_ = r.build_probe_command(["b.example", "c.example"], 8443, 7)
+    one = r.build_probe_command(["a.example"], 443, 5)[0]
+    two = r.build_probe_command(["b.example", "c.example"], 8443, 7)[0]
     assert shlex.split(one)[2] == shlex.split(two)[2] == r.PROBE_SCRIPT
 
 

@@ -209,7 +209,7 @@ def test_legacy_reads_the_page_once(fake_http, capsys):
 
 def test_check_marketplace_false_skips_the_request(fake_http, capsys):
     v3_pbx(fake_http)
-    result, _ = run(capsys, v3_args(check_marketplace=False))
+    result, _out = run(capsys, v3_args(check_marketplace=False))
     assert result["marketplace"]["status"] == "skipped"
     assert fake_http.calls() == [("POST", SQL)]
 
@@ -254,7 +254,7 @@ def test_check_marketplace_false_skips_the_request(fake_http, capsys):
 )
 def test_marketplace_unreachable_is_told_from_an_upstream_error(fake_http, capsys, reply, status):
     v3_pbx(fake_http, market=B.Reply(**reply))
-    result, _ = run(capsys, v3_args())
+    result, _out = run(capsys, v3_args())
     assert result["marketplace"]["status"] == status
     assert result["marketplace"]["message"]
     # Not repeated by the client, even for a worker timeout.
@@ -266,7 +266,7 @@ def test_marketplace_unreachable_is_told_from_an_upstream_error(fake_http, capsy
 def test_marketplace_failure_fails_only_when_asked(fake_http, capsys):
     market = B.Reply(422, json={"result": False, "data": [], "messages": ["Could not resolve host: x"]})
     v3_pbx(fake_http, market=market)
-    result, _ = run(capsys, v3_args(fail_on=["marketplace"]))
+    result, _out = run(capsys, v3_args(fail_on=["marketplace"]))
     assert result["failed"] is True
     assert "marketplace unreachable" in result["msg"]
 
@@ -274,7 +274,7 @@ def test_marketplace_failure_fails_only_when_asked(fake_http, capsys):
 def test_required_and_fail_on(fake_http, capsys):
     v3_pbx(fake_http)
     required = ["ModuleUsersUI", "moduleqUEUEcallback", "ModuleMissing", "ModuleBackup"]
-    result, _ = run(capsys, v3_args(required=required))
+    result, _out = run(capsys, v3_args(required=required))
     assert result["failed"] is True
     assert [(p["uniqid"], p["problem"]) for p in result["required_problems"]] == [
         ("ModuleUsersUI", "licence"),
@@ -285,33 +285,33 @@ def test_required_and_fail_on(fake_http, capsys):
     # The full report is still returned on failure.
     assert len(result["modules"]) == len(ROWS)
 
-    result, _ = run(capsys, v3_args(required=required, fail_on=[]))
+    result, _out = run(capsys, v3_args(required=required, fail_on=[]))
     assert "failed" not in result
 
 
 @pytest.mark.parametrize("fail_on,fails", [(["licence"], True), (["exception"], True), (["crash_loop"], True)])
 def test_fail_on_reasons(fake_http, capsys, fail_on, fails):
     v3_pbx(fake_http)
-    result, _ = run(capsys, v3_args(fail_on=fail_on))
+    result, _out = run(capsys, v3_args(fail_on=fail_on))
     assert result.get("failed", False) is fails
 
 
 def test_user_disabled_and_stale_reason_never_fail(fake_http, capsys):
     rows = [ROWS[1], ROWS[4]]
     v3_pbx(fake_http, rows=rows)
-    result, _ = run(capsys, v3_args(fail_on=["licence", "exception", "crash_loop", "required", "marketplace"]))
+    result, _out = run(capsys, v3_args(fail_on=["licence", "exception", "crash_loop", "required", "marketplace"]))
     assert "failed" not in result
     assert result["licence_problems"] == []
 
 
 def test_query_selects_from_the_module_list(fake_http, capsys):
     v3_pbx(fake_http)
-    result, _ = run(capsys, v3_args(query="[?!enabled && disable_reason!='user'].uniqid"))
+    result, _out = run(capsys, v3_args(query="[?!enabled && disable_reason!='user'].uniqid"))
     assert result["selected"] == ["ModuleAmoCrm", "ModuleAutoDialer", "ModuleUsersUI"]
 
 
 def test_bad_query_fails_before_any_request(fake_http, capsys):
-    result, _ = run(capsys, v3_args(query="[?licence_problem"))
+    result, _out = run(capsys, v3_args(query="[?licence_problem"))
     assert result["failed"] is True
     assert "JMESPath" in result["msg"]
     assert fake_http.requests == []
@@ -319,7 +319,7 @@ def test_bad_query_fails_before_any_request(fake_http, capsys):
 
 def test_missing_jmespath_is_reported(fake_http, capsys, monkeypatch):
     monkeypatch.setattr(mikopbx_module_check, "HAS_JMESPATH", False)
-    result, _ = run(capsys, v3_args(query="[]"))
+    result, _out = run(capsys, v3_args(query="[]"))
     assert result["failed"] is True
     assert "jmespath" in result["msg"]
     assert fake_http.requests == []
@@ -349,7 +349,7 @@ def test_remediation_captures_and_enables_once_then_rereads(fake_http, capsys):
     fake_http.set("POST", CAPTURE_V3, B.Reply(200, json=B.v3_ok()))
     fake_http.set("POST", V3 + "modules/ModuleUsersUI:enable", B.Reply(200, json=B.v3_ok()))
 
-    result, _ = run(capsys, v3_args(remediate=True))
+    result, _out = run(capsys, v3_args(remediate=True))
 
     assert result["changed"] is True
     [entry] = result["remediation"]
@@ -376,7 +376,7 @@ def test_remediation_leaves_the_module_alone_when_the_licence_is_still_unavailab
     fake_http.set("GET", V3 + "modules/ModuleUsersUI:getModuleInfo", module_info())
     fake_http.set("POST", CAPTURE_V3, B.Reply(422, json=B.v3_fail({"license": [LICENCE_TEXT]})))
 
-    result, _ = run(capsys, v3_args(remediate=True))
+    result, _out = run(capsys, v3_args(remediate=True))
 
     assert result["changed"] is False
     [entry] = result["remediation"]
@@ -399,7 +399,7 @@ def test_remediation_without_licence_ids_tries_enable_once(fake_http, capsys):
         B.Reply(422, json=B.v3_fail({"license": [LICENCE_TEXT]}, function="enable")),
     )
 
-    result, _ = run(capsys, v3_args(remediate=True))
+    result, _out = run(capsys, v3_args(remediate=True))
 
     [entry] = result["remediation"]
     assert entry["result"] == "licence_unavailable" and entry["captured"] is False
@@ -416,14 +416,14 @@ def test_remediation_other_enable_failure(fake_http, capsys):
         V3 + "modules/ModuleUsersUI:enable",
         B.Reply(422, json=B.v3_fail({"error": ["Module folder is missing"]})),
     )
-    result, _ = run(capsys, v3_args(remediate=True))
+    result, _out = run(capsys, v3_args(remediate=True))
     [entry] = result["remediation"]
     assert entry["result"] == "failed" and "Module folder is missing" in entry["message"]
 
 
 def test_remediation_in_check_mode_sends_no_write(fake_http, capsys):
     v3_pbx(fake_http)
-    result, _ = run(capsys, v3_args(remediate=True), check=True)
+    result, _out = run(capsys, v3_args(remediate=True), check=True)
     assert result["changed"] is True
     [entry] = result["remediation"]
     assert entry["attempted"] is False and entry["result"] == "skipped_check_mode"
@@ -432,7 +432,7 @@ def test_remediation_in_check_mode_sends_no_write(fake_http, capsys):
 
 def test_remediation_with_nothing_to_do(fake_http, capsys):
     v3_pbx(fake_http, rows=ROWS[1:])
-    result, _ = run(capsys, v3_args(remediate=True))
+    result, _out = run(capsys, v3_args(remediate=True))
     assert result["changed"] is False and result["remediation"] == []
     assert fake_http.calls() == [("POST", SQL), ("GET", MARKET_V3)]
 
@@ -447,7 +447,7 @@ def test_legacy_remediation_uses_form_posts_and_rereads_the_page(fake_http, caps
     fake_http.set("POST", LEGACY + "license/captureFeatureForProductId", B.Reply(200, json=B.legacy_ok()))
     fake_http.set("POST", LEGACY + "modules/core/enableModule", B.Reply(200, json=B.legacy_ok()))
 
-    result, _ = run(capsys, legacy_args(remediate=True))
+    result, _out = run(capsys, legacy_args(remediate=True))
 
     assert result["changed"] is True
     assert result["remediation"][0]["result"] == "enabled"

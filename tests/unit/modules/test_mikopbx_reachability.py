@@ -126,7 +126,7 @@ def test_v3_first_failing_stage_is_named(fake_http, capsys, lines, stage, interc
     fake_http.set("POST", BASH, probe_reply(*lines, ("lic.mikopbx.com", 0, "200", "")))
     fake_http.set("GET", PING_V3, ping_ok())
 
-    result, _ = run(capsys, v3_args())
+    result, _warnings = run(capsys, v3_args())
 
     assert result["reachable"] is False
     first, second = result["hosts"]
@@ -141,7 +141,7 @@ def test_v3_first_failing_stage_is_named(fake_http, capsys, lines, stage, interc
 def test_fail_on_unreachable(fake_http, capsys):
     fake_http.set("POST", BASH, probe_reply(("lic.miko.ru", 7, "000", "refused"), ALL_OK[1]))
     fake_http.set("GET", PING_V3, ping_ok())
-    result, _ = run(capsys, v3_args(fail_on_unreachable=True))
+    result, _warnings = run(capsys, v3_args(fail_on_unreachable=True))
     assert result["failed"] is True
     assert result["first_failure"]["stage"] == "tcp"
     assert result["hosts"]
@@ -150,7 +150,7 @@ def test_fail_on_unreachable(fake_http, capsys):
 def test_failed_ping_alone_makes_the_pbx_unreachable(fake_http, capsys):
     fake_http.set("POST", BASH, probe_reply(*ALL_OK))
     fake_http.set("GET", PING_V3, ping_failed())
-    result, _ = run(capsys, v3_args())
+    result, _warnings = run(capsys, v3_args())
     assert result["reachable"] is False
     assert result["first_failure"] == {
         "host": None,
@@ -163,7 +163,7 @@ def test_failed_ping_alone_makes_the_pbx_unreachable(fake_http, capsys):
 
 def test_license_ping_false_skips_the_ping(fake_http, capsys):
     fake_http.set("POST", BASH, probe_reply(*ALL_OK))
-    result, _ = run(capsys, v3_args(license_ping=False))
+    result, _warnings = run(capsys, v3_args(license_ping=False))
     assert result["license_ping"] is None
     assert result["reachable"] is True
     assert fake_http.calls() == [("POST", BASH)]
@@ -186,7 +186,7 @@ def test_restricted_key_falls_back_to_license_ping_only(fake_http, capsys, statu
 
 def test_probe_refused_for_another_reason_fails(fake_http, capsys):
     fake_http.set("POST", BASH, B.Reply(422, json=B.v3_fail({"error": ["Command is not allowed"]})))
-    result, _ = run(capsys, v3_args())
+    result, _warnings = run(capsys, v3_args())
     assert result["failed"] is True
     assert "Command is not allowed" in result["msg"]
 
@@ -194,7 +194,7 @@ def test_probe_refused_for_another_reason_fails(fake_http, capsys):
 def test_missing_probe_lines_are_reported_per_host(fake_http, capsys):
     fake_http.set("POST", BASH, probe_reply(ALL_OK[1]))
     fake_http.set("GET", PING_V3, ping_ok())
-    result, _ = run(capsys, v3_args())
+    result, _warnings = run(capsys, v3_args())
     assert [h["failed_stage"] for h in result["hosts"]] == ["probe", None]
     assert result["reachable"] is False
 
@@ -208,7 +208,7 @@ def test_legacy_is_license_ping_only(fake_http, capsys):
     legacy_login(fake_http)
     fake_http.set("GET", PING_LEGACY, ping_failed(legacy=True))
 
-    result, _ = run(capsys, legacy_args(license_ping=False))
+    result, _warnings = run(capsys, legacy_args(license_ping=False))
 
     assert result["generation"] == "legacy"
     assert result["method"] == "license_ping_only"
@@ -224,7 +224,7 @@ def test_legacy_worker_timeout_on_ping_is_a_failed_ping(fake_http, capsys):
     legacy_login(fake_http)
     fake_http.set("GET", PING_LEGACY, B.Reply(500, json=B.legacy_errors(["500 (Internal Server Error) "])))
 
-    result, _ = run(capsys, legacy_args())
+    result, _warnings = run(capsys, legacy_args())
 
     assert result["license_ping"]["ok"] is False
     assert "gave up waiting" in result["license_ping"]["detail"]
@@ -243,7 +243,7 @@ def test_legacy_worker_timeout_on_ping_is_a_failed_ping(fake_http, capsys):
     ],
 )
 def test_bad_input_fails_before_any_request(fake_http, capsys, args, word):
-    result, _ = run(capsys, v3_args(**args))
+    result, _warnings = run(capsys, v3_args(**args))
     assert result["failed"] is True
     assert word in result["msg"]
     assert "nothing was sent" in result["msg"]
@@ -253,7 +253,7 @@ def test_bad_input_fails_before_any_request(fake_http, capsys, args, word):
 def test_check_mode_runs_the_same_read_only_probe(fake_http, capsys):
     fake_http.set("POST", BASH, probe_reply(*ALL_OK))
     fake_http.set("GET", PING_V3, ping_ok())
-    result, _ = run(capsys, v3_args(), check=True)
+    result, _warnings = run(capsys, v3_args(), check=True)
     assert result["reachable"] is True and result["changed"] is False
     assert fake_http.calls() == [("POST", BASH), ("GET", PING_V3)]
 
@@ -271,7 +271,7 @@ def test_pbx_unreachable_from_the_controller_fails_with_the_cause(fake_http, cap
     import requests
 
     fake_http.set("POST", BASH, requests.exceptions.ConnectionError("Connection refused"))
-    result, _ = run(capsys, v3_args())
+    result, _warnings = run(capsys, v3_args())
     assert result["failed"] is True
     assert result["error"]["classification"] == "unreachable"
     assert API_KEY not in json.dumps(result)
