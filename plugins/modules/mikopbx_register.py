@@ -23,21 +23,24 @@ description:
     is never registered a second time; the task then reports V(changed=false).
   - Works with both MikoPBX API generations (2026.1 REST v3 and 2024.1 legacy), detected automatically.
 author:
-  - mikopbx.marketplace maintainers
+  - mikopbx.marketplace maintainers (@mikopbx-marketplace)
 extends_documentation_fragment:
   - mikopbx.marketplace.connection
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - In check mode only the stored key is read; no registration request is sent. The result
         says which action would be taken.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details:
       - The diff shows the stored key before and after, masked as C(MIKO-*****-*****-*****-DDDDD).
         After a trial registration in check mode the new key is not known yet and is shown as a placeholder.
   action_group:
+    description: Use C(group/mikopbx.marketplace.mikopbx) in C(module_defaults) to set defaults for this module.
     support: full
     membership:
       - mikopbx.marketplace.mikopbx
@@ -87,18 +90,18 @@ options:
     description:
       - Replace a different licence key already stored on the PBX by O(license_key), and activate O(coupon)
         even when the PBX already holds O(license_key).
-      - Has no effect on a trial registration: a PBX that holds a key is never registered again.
+      - Has no effect on a trial registration; a PBX that holds a key is never registered again.
     type: bool
     default: false
   reveal_license_key:
     description:
       - Return the stored licence key in clear in RV(license_key), for example to pass the key obtained by a trial
         registration to the other PBXs of the fleet.
-      - Only allowed when the task itself has C(no_log: true); otherwise the module fails before any request.
+      - Only allowed when the task itself has C(no_log=true), otherwise the module fails before any request.
     type: bool
     default: false
 notes:
-  - Requires the Python library C(requests) on the controller. Runs on the controller (C(connection: local)).
+  - Requires the Python library C(requests) on the controller, where the module runs (C(connection=local)).
   - Cost on a PBX that already holds the requested key is one read of the stored key (plus the login when no
     API key is used); no write request is sent.
   - MikoPBX offers no way to read which coupons were activated. A coupon given with a key that the PBX already

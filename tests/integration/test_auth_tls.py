@@ -67,7 +67,7 @@ def test_fc16_login_lockout_is_reported_and_stops_the_host(fleet, run_playbook, 
     url = fleet.var(host, "mikopbx_url")
     ca = fleet.var(host, "mikopbx_ca_path")
     # Someone (an old password in another inventory) used up the PBX's failed-login budget.
-    for _ in range(12):
+    for attempt in range(12):  # noqa: B007
         if generation == "v3":
             requests.post(url + "/pbxcore/api/v3/auth:login", json={"login": "admin", "password": "x"}, verify=ca)
         else:

@@ -164,7 +164,7 @@ def test_fc05_one_character_short_key_fails_with_zero_requests(fleet, run_playbo
 def test_fc01_unknown_key_is_invalid_not_network(fleet, run_playbook):
     unknown = "MIKO-UNKWN-00000-11111-22222"
 
-    for _ in range(2):  # the same verdict on every run
+    for attempt in range(2):  # noqa: B007 - the same verdict on every run
         run = run_playbook(fleet, [register(license_key=unknown)])
         for host in hosts(fleet):
             result = run.result(host)

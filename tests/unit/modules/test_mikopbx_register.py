@@ -168,7 +168,7 @@ def test_malformed_key_fails_before_any_request(fake_http, capsys, bad_key):
 
 
 def test_one_character_short_key_names_the_group(fake_http, capsys):
-    result, _ = run(capsys, legacy_args(license_key="MIKO-AAAAA-BBBBB-CCCCC-DDDD"))
+    result = run(capsys, legacy_args(license_key="MIKO-AAAAA-BBBBB-CCCCC-DDDD"))[0]
 
     assert "one character short in group 4" in result["msg"]
     assert "trial registration" in result["msg"]
@@ -176,7 +176,7 @@ def test_one_character_short_key_names_the_group(fake_http, capsys):
 
 
 def test_malformed_coupon_fails_before_any_request(fake_http, capsys):
-    result, _ = run(capsys, v3_args(license_key=KEY, coupon="MIKOUPD-CCCCC-OOOOO-UUUUU"))
+    result = run(capsys, v3_args(license_key=KEY, coupon="MIKOUPD-CCCCC-OOOOO-UUUUU"))[0]
 
     assert result["failed"] is True
     assert "coupon" in result["msg"]
@@ -195,7 +195,7 @@ def test_malformed_coupon_fails_before_any_request(fake_http, capsys):
     ],
 )
 def test_bad_trial_details_fail_before_any_request(fake_http, capsys, extra, words):
-    result, _ = run(capsys, v3_args(**extra))
+    result = run(capsys, v3_args(**extra))[0]
 
     assert result["failed"] is True
     assert words in result["msg"]
@@ -203,7 +203,7 @@ def test_bad_trial_details_fail_before_any_request(fake_http, capsys, extra, wor
 
 
 def test_key_and_company_details_are_mutually_exclusive(fake_http, capsys):
-    result, _ = run(capsys, v3_args(license_key=KEY, company_name="X", email="a@example.com", contact_name="J"))
+    result = run(capsys, v3_args(license_key=KEY, company_name="X", email="a@example.com", contact_name="J"))[0]
 
     assert result["failed"] is True
     assert "mutually exclusive" in result["msg"]
@@ -211,7 +211,7 @@ def test_key_and_company_details_are_mutually_exclusive(fake_http, capsys):
 
 
 def test_reveal_without_no_log_fails_before_any_request(fake_http, capsys):
-    result, _ = run(capsys, v3_args(license_key=KEY, reveal_license_key=True))
+    result = run(capsys, v3_args(license_key=KEY, reveal_license_key=True))[0]
 
     assert result["failed"] is True
     assert "no_log: true" in result["msg"]
@@ -278,7 +278,7 @@ def test_legacy_applies_key_as_form_data(fake_http, capsys):
 def test_legacy_same_key_costs_login_and_one_page(fake_http, capsys):
     legacy_pbx(fake_http, KEY)
 
-    result, _ = run(capsys, legacy_args(license_key=KEY))
+    result = run(capsys, legacy_args(license_key=KEY))[0]
 
     assert result["changed"] is False
     assert fake_http.calls() == [("POST", LEGACY_LOGIN), ("GET", LEGACY_PAGE)]
@@ -289,7 +289,7 @@ def test_legacy_same_key_answer_without_messages_is_not_a_failure(fake_http, cap
     legacy_pbx(fake_http, "", KEY)
     fake_http.set("POST", PROCESS_LEGACY, B.Reply(200, json=B.legacy_fail([])))
 
-    result, _ = run(capsys, legacy_args(license_key=KEY))
+    result = run(capsys, legacy_args(license_key=KEY))[0]
 
     assert result.get("failed") is not True
     assert result["changed"] is True
@@ -341,9 +341,9 @@ def test_check_mode_sends_no_write_and_says_what_would_change(fake_http, capsys)
 def test_check_mode_trial_sends_no_write(fake_http, capsys):
     stored_v3(fake_http, "")
 
-    result, _ = run(
+    result = run(
         capsys, v3_args(company_name="Example LLC", email="it@example.com", contact_name="Jane"), check=True, diff=True
-    )
+    )[0]
 
     assert result["changed"] is True
     assert result["action"] == "registered_trial"
@@ -376,7 +376,7 @@ def test_fc01_unknown_key_is_invalid_key_legacy(fake_http, capsys):
     legacy_pbx(fake_http, "")
     fake_http.set("POST", PROCESS_LEGACY, B.Reply(200, json=B.legacy_fail({"license": [TEXT_2026]})))
 
-    result, _ = run(capsys, legacy_args(license_key=KEY))
+    result = run(capsys, legacy_args(license_key=KEY))[0]
 
     assert result["error"]["classification"] == "licence:2026"
     lowered = result["msg"].lower()
@@ -387,7 +387,7 @@ def test_fc01_licensing_down_v3_is_unreachable(fake_http, capsys):
     stored_v3(fake_http, "")
     fake_http.set("POST", PROCESS_V3, B.Reply(503, json=B.v3_fail({"license": [TEXT_NO_ANSWER]}, http_code=503)))
 
-    result, _ = run(capsys, v3_args(license_key=KEY))
+    result = run(capsys, v3_args(license_key=KEY))[0]
 
     assert result["failed"] is True
     assert result["error"]["classification"] == "unreachable"
@@ -408,7 +408,7 @@ def test_fc01_licensing_down_legacy_is_unreachable(fake_http, capsys, raw):
     legacy_pbx(fake_http, "")
     fake_http.set("POST", PROCESS_LEGACY, B.Reply(200, json=B.legacy_fail({"license": [raw]})))
 
-    result, _ = run(capsys, legacy_args(license_key=KEY))
+    result = run(capsys, legacy_args(license_key=KEY))[0]
 
     assert result["error"]["classification"] == "unreachable"
     assert "DNS" in result["msg"]
@@ -419,7 +419,7 @@ def test_fc04_trial_conflict_names_code_and_reuse_hint_without_retry(fake_http, 
     stored_v3(fake_http, "")
     fake_http.set("POST", PROCESS_V3, B.Reply(502, json=B.v3_fail({"license": [text]}, http_code=502)))
 
-    result, _ = run(capsys, v3_args(company_name="Example LLC", email="it@example.com", contact_name="Jane"))
+    result = run(capsys, v3_args(company_name="Example LLC", email="it@example.com", contact_name="Jane"))[0]
 
     assert result["failed"] is True
     assert result["error"]["classification"] == "licence:%d" % code
@@ -434,7 +434,7 @@ def test_fc04_legacy_raw_code_2022(fake_http, capsys):
         "POST", PROCESS_LEGACY, B.Reply(200, json=B.legacy_fail({"license": ["2022: key for another company issued"]}))
     )
 
-    result, _ = run(capsys, legacy_args(company_name="Example LLC", email="it@example.com", contact_name="Jane"))
+    result = run(capsys, legacy_args(company_name="Example LLC", email="it@example.com", contact_name="Jane"))[0]
 
     assert result["error"]["classification"] == "licence:2022"
     assert len(writes(fake_http)) == 1
@@ -547,9 +547,9 @@ def test_fc04_trial_legacy_sends_utf8_form(fake_http, capsys):
     ok = B.legacy_ok({"PBXLicense": NEW_TRIAL_KEY}, messages={"info": "Registration completed successfully"})
     fake_http.set("POST", PROCESS_LEGACY, B.Reply(200, json=ok))
 
-    result, _ = run(
+    result = run(
         capsys, legacy_args(company_name="ООО «Ромашка»", email="it@example.com", contact_name="Иван", phone="+7000")
-    )
+    )[0]
 
     assert result["action"] == "registered_trial"
     assert "warnings" not in result  # the legacy API passes values through unchanged
@@ -563,11 +563,11 @@ def test_reveal_returns_the_new_key_under_no_log(fake_http, capsys):
     stored_v3(fake_http, "", NEW_TRIAL_KEY)
     fake_http.set("POST", PROCESS_V3, B.Reply(200, json=activated(NEW_TRIAL_KEY)))
 
-    result, _ = run(
+    result = run(
         capsys,
         v3_args(company_name="Example", email="it@example.com", contact_name="Jane", reveal_license_key=True),
         no_log=True,
-    )
+    )[0]
 
     assert result["license_key"] == NEW_TRIAL_KEY
     assert result["license_key_masked"] == "MIKO-*****-*****-*****-AAAAL"
@@ -576,7 +576,7 @@ def test_reveal_returns_the_new_key_under_no_log(fake_http, capsys):
 def test_reveal_of_a_given_key_under_no_log(fake_http, capsys):
     stored_v3(fake_http, KEY)
 
-    result, _ = run(capsys, v3_args(license_key=KEY, reveal_license_key=True), no_log=True)
+    result = run(capsys, v3_args(license_key=KEY, reveal_license_key=True), no_log=True)[0]
 
     assert result["license_key"] == KEY
 
@@ -592,7 +592,7 @@ def test_timed_out_key_write_that_landed_is_not_repeated(fake_http, capsys):
     stored_v3(fake_http, "", KEY)
     fake_http.set("POST", PROCESS_V3, worker_timeout())
 
-    result, _ = run(capsys, v3_args(license_key=KEY))
+    result = run(capsys, v3_args(license_key=KEY))[0]
 
     assert result["changed"] is True
     assert result["action"] == "applied_key"
@@ -604,7 +604,7 @@ def test_timed_out_key_write_that_did_not_land_is_repeated_once_after_a_read(fak
     stored_v3(fake_http, "", "", KEY)
     fake_http.set("POST", PROCESS_V3, worker_timeout(), B.Reply(200, json=activated(KEY)))
 
-    result, _ = run(capsys, v3_args(license_key=KEY))
+    result = run(capsys, v3_args(license_key=KEY))[0]
 
     assert result["changed"] is True
     assert fake_http.calls() == [
@@ -620,7 +620,7 @@ def test_key_write_timing_out_twice_fails_as_timeout(fake_http, capsys):
     stored_v3(fake_http, "")
     fake_http.set("POST", PROCESS_V3, worker_timeout())
 
-    result, _ = run(capsys, v3_args(license_key=KEY))
+    result = run(capsys, v3_args(license_key=KEY))[0]
 
     assert result["failed"] is True
     assert result["error"]["classification"] == "timeout"
@@ -631,7 +631,7 @@ def test_read_timeout_of_a_legacy_key_write_is_reread(fake_http, capsys):
     legacy_pbx(fake_http, "", KEY)
     fake_http.set("POST", PROCESS_LEGACY, requests.exceptions.ReadTimeout("read timed out"))
 
-    result, _ = run(capsys, legacy_args(license_key=KEY))
+    result = run(capsys, legacy_args(license_key=KEY))[0]
 
     assert result["changed"] is True
     assert len(writes(fake_http)) == 1
@@ -641,7 +641,7 @@ def test_timed_out_trial_is_never_repeated(fake_http, capsys):
     stored_v3(fake_http, "")
     fake_http.set("POST", PROCESS_V3, worker_timeout())
 
-    result, _ = run(capsys, v3_args(company_name="Example", email="it@example.com", contact_name="Jane"))
+    result = run(capsys, v3_args(company_name="Example", email="it@example.com", contact_name="Jane"))[0]
 
     assert result["failed"] is True
     assert result["error"]["classification"] == "timeout"
