@@ -14,7 +14,7 @@ from aiohttp import web
 
 from . import envelope, texts
 from .http_common import is_localhost, read_body, run_worker, sanitize_v3
-from .pbx import NS, P_LIC, P_MOD, R, proc
+from .pbx import NS, P_LIC, P_MOD, R, is_select, parse_probe, proc
 
 if TYPE_CHECKING:
     from .pbx import PBX
@@ -186,8 +186,9 @@ async def handle(pbx: PBX, request: web.Request, path: str) -> tuple[web.Respons
     data = sanitize_v3(await read_body(request, form_only=False))
     ctx = Ctx(pbx, request, path, res, rid, method, data, auth)
     if res == "system" and method == "executeSqlRequest":
-        from .pbx import is_select
         kind = "read" if is_select(str(data.get("query") or "")) else "write"
+    elif res == "system" and method == "executeBashCommand":
+        kind = "read" if parse_probe(str(data.get("command") or "")) else "write"
     if not rt.worker:
         return await rt.handler(ctx), kind
 
