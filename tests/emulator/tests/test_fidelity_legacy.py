@@ -68,7 +68,7 @@ def test_nginx_pong_without_auth(fleet):
 def test_unauthenticated_401_errors_shape(fleet):
     """§3.2: without a session -> 401 {"jsonapi":{"version":"1.0"},"errors":["The user isn't authenticated."],
     "meta":…} (not PBXApiResult-shaped)."""
-    pbx = shared(fleet)
+    pbx = take(fleet)  # keeps anonymous calls off the shared PBX (fail2ban counts them, §3.2)
     resp = pbx.anon().get(pbx.url + API + "/license/getLicenseInfo", timeout=30)
     data = expect(resp, 401, "§3.2")
     assert data["jsonapi"] == {"version": "1.0"}, describe(resp)
@@ -79,7 +79,7 @@ def test_unauthenticated_401_errors_shape(fleet):
 def test_bearer_tokens_are_not_accepted(fleet):
     """§3.2 / §12: no Bearer tokens, API keys or JWT in 2024 -> a Bearer header does not authenticate (401); the
     v3 auth and api-keys routes do not exist (404)."""
-    pbx = shared(fleet)
+    pbx = take(fleet)  # keeps anonymous calls off the shared PBX (fail2ban counts them, §3.2)
     resp = pbx.bearer("a" * 64).get(pbx.url + API + "/license/getLicenseInfo", timeout=30)
     expect(resp, 401, "§3.2")
     resp = pbx.anon().post(

@@ -465,3 +465,24 @@ def test_capture_feature_falls_back_to_a_trial(fleet, gen):
     resp, sent = capture(second, 203, 103)
     data = expect(resp, 422 if gen == "v3" else 200, "§5.2 second capture failure", sent)
     assert data["result"] is False and messages_of(data, "license"), describe(resp, sent)
+
+
+def test_legacy_passes_raw_errors_v3_translates(fleet):
+    """§5.2: v3 puts the *translated* error in messages.license; legacy translates only errors containing 2026
+    (lic_FailedCheckLicense2026) and passes any other error string raw -- so for 2026 both generations read the
+    same, for 2008 (no free seat) they differ."""
+    holder, v3, legacy = take(fleet, "v3"), take(fleet, "v3"), take(fleet, "legacy")
+    unknown = {"licKey": random_key()}
+    m2026 = {
+        p.generation: messages_of(licence_failure(p, p.lic_request(unknown), 400, "§5.2 2026", unknown), "license")
+        for p in (v3, legacy)
+    }
+    assert m2026["v3"] == m2026["legacy"], m2026
+    full = fleet.control.create_company(seats=1)
+    apply_key(holder, full)
+    sent = {"licKey": full}
+    m2008 = {
+        p.generation: messages_of(licence_failure(p, p.lic_request(sent), 400, "§5.2 2008", sent), "license")
+        for p in (v3, legacy)
+    }
+    assert m2008["v3"] != m2008["legacy"], f"legacy must carry the raw library error for 2008 (§5.2): {m2008}"

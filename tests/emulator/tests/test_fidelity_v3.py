@@ -32,6 +32,8 @@ from fidelity_helpers import (
 # time scale 0.1: emulated time runs 10x faster; a test taking 2 s real costs 20 emulated seconds,
 # small against the 600 s leeway / 300 s login window / 120 s cache margins used below.
 fleet = fleet_fixture(count=24, generation="v3", time_scale=0.1)
+# real-time clock for the per-minute nginx limiter, so a slow CI machine cannot stretch the emulated minute
+rl_fleet = fleet_fixture(count=1, generation="v3", time_scale=1.0, name="rl_fleet")
 
 V3 = "/pbxcore/api/v3"
 
@@ -320,6 +322,7 @@ def test_api_key_lifecycle(fleet):
     listing = admin.get(pbx.url + V3 + "/api-keys", timeout=30)
     rows = expect(listing, 200, "§3.1.4 list")["data"]
     assert isinstance(rows, list) and any(r["id"] == rec["id"] for r in rows), describe(listing)
+    assert key not in one.text and key not in listing.text, "stored keys are bcrypt hashes, never returned (§3.1.4)"
     expect(admin.delete(pbx.url + V3 + f"/api-keys/{rec['id']}", timeout=30), 200, "§3.1.4 delete")
     expect(pbx.bearer(key).get(pbx.url + V3 + "/system:checkAuth", timeout=30), 401, "§3.1.4 deleted key")
 
@@ -974,10 +977,11 @@ def test_available_modules_and_module_info(fleet):
     assert data["result"] is False and data["messages"] == ["Wrong module info"], describe(resp)
 
 
-def test_nginx_rate_limit_180_per_minute_plus_burst(fleet):
+def test_nginx_rate_limit_180_per_minute_plus_burst(rl_fleet):
     """§9: nginx Lua limiter, per client IP 180 requests/min + 20 burst for /pbxcore/api/* -> plain-text 429
     "Too many requests"; the IP stays blocked (300 s), then is admitted again."""
-    pbx = take(fleet)
+    fleet = rl_fleet
+    pbx = fleet.pbx(fleet.names()[0])
     s = pbx.anon()
     first_429 = None
     for i in range(1, 241):
