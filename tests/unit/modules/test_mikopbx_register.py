@@ -729,3 +729,27 @@ def test_sanitiser_warning_only_on_v3():
     assert len(register_plan.sanitiser_warnings(trial, "v3")) == 2
     assert register_plan.sanitiser_warnings(trial, "legacy") == []
     assert register_plan.sanitiser_warnings({"telefone": "+7 000 000-00-00"}, "v3") == []
+
+
+# ------------------------------------------------------------------ TLS options on every request (FC-19)
+
+
+@pytest.mark.parametrize(
+    "tls, expected",
+    [
+        ({"validate_certs": False}, False),
+        ({"validate_certs": True, "ca_path": "/etc/pki/pbx-ca.pem"}, "/etc/pki/pbx-ca.pem"),
+    ],
+    ids=["validate_certs-false", "ca_path"],
+)
+def test_fc19_every_request_uses_the_tls_options(fake_http, capsys, tls, expected):
+    legacy_pbx(fake_http, "", KEY)
+    fake_http.set("POST", PROCESS_LEGACY, B.Reply(200, json=B.legacy_ok({"PBXLicense": KEY})))
+    args = legacy_args(license_key=KEY)
+    args.update(tls)
+
+    result = run(capsys, args)[0]
+
+    assert result["changed"] is True
+    assert [r.path for r in fake_http.requests] == [LEGACY_LOGIN, LEGACY_PAGE, PROCESS_LEGACY, LEGACY_PAGE]
+    assert {r.verify for r in fake_http.requests} == {expected}
