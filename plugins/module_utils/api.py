@@ -62,6 +62,7 @@ DB_LOCKED_TEXT = "database is locked"
 
 # Request fields whose values are secrets wherever they appear.
 SECRET_FIELDS = ("licKey", "coupon", "password", "PBXLicense", "accessToken", "key")
+SECRET_COOKIES = ("PHPSESSID", "refreshToken", "random_token")
 _KEY_IN_TEXT_RE = re.compile(r"\bMIKO(?:UPD)?-[A-Z0-9]{5}(?:-[A-Z0-9]{5}){3}\b")
 _SELECT_RE = re.compile(r"^\s*SELECT\b", re.IGNORECASE)
 _WRITE_SQL_RE = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE|DROP|ALTER|CREATE|ATTACH|DETACH|PRAGMA|VACUUM)\b", re.I)
@@ -593,7 +594,9 @@ class MikoPBXClient:
             url=self.url,
             secrets=self.secrets,
         )
-        if result.status == 429 or "too many" in text:
+        if result.status == 403 and result.body_kind == "text":
+            err = self.error_from_result(result, "login", method="POST", path=path)
+        elif result.status == 429 or "too many" in text:
             err = MikoPBXError(
                 "login refused: too many login attempts on this PBX",
                 "rate_limited",
@@ -798,8 +801,11 @@ class MikoPBXClient:
         return MikoPBXError(message, "tls", method=method, path=path, url=self.url, secrets=self.secrets)
 
     def _learn_secrets(self, response: Any) -> None:
+        # Only the session/refresh cookies are secrets; harmless short cookies (a language, say)
+        # must not become no_log values, which Ansible masks as substrings everywhere.
         for cookie in self.session.cookies:
-            self.add_secret(cookie.value)
+            if cookie.name in SECRET_COOKIES and cookie.value and len(cookie.value) >= 8:
+                self.add_secret(cookie.value)
         try:
             text = response.text if len(response.content or b"") < 2_000_000 else ""
         except Exception:  # pragma: no cover - undecodable body

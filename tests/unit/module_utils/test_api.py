@@ -701,3 +701,24 @@ def test_keys_seen_in_answers_become_secrets(fake_http):
 def test_url_is_normalised():
     c = MikoPBXClient("pbx.example.net:8443/", api_key=API_KEY)
     assert c.url == "https://pbx.example.net:8443"
+
+
+def test_only_session_cookies_become_secrets(fake_http):
+    fake_http.add(
+        "POST",
+        LEGACY_LOGIN_PATH,
+        Reply(json={"success": True, "message": []}, cookies={"PHPSESSID": PHPSESSID, "lang": "en"}),
+    )
+    fake_http.add("GET", LEGACY + "license/ping", Reply(json=legacy_ok([], "ping")))
+    c = client(generation="legacy")
+    c.call("license.ping")
+    assert PHPSESSID in c.secrets
+    assert "en" not in c.secrets
+
+
+def test_login_blocked_by_fail2ban_says_so(fake_http):
+    fake_http.add("POST", LOGIN, Reply(403, text="Access denied"))
+    with pytest.raises(MikoPBXError) as info:
+        client().generation  # noqa: B018
+    assert info.value.classification == "auth"
+    assert "blocked" in str(info.value) and "credentials rejected" not in str(info.value)
