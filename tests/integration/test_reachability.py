@@ -155,3 +155,50 @@ def test_legacy_is_license_ping_only(start_fleet, run_playbook):
     for host in (good, bad):
         no_writes(fleet, host)
         assert [e for e in fleet.control.requests(host) if e["path"].endswith("license/ping")]
+
+
+def test_restricted_key_falls_back_to_license_ping_only(start_fleet, run_playbook, pbx_client):
+    """A key that may read the licence API but not run commands: warning + licence ping only."""
+    fleet = start_fleet(count=1, generation="v3", time_scale=0.05)
+    host = fleet.first("v3")
+    admin = pbx_client(fleet, host)
+    restricted = admin.request("POST", "/pbxcore/api/v3/api-keys:generateKey").data["key"]
+    admin.request(
+        "POST",
+        "/pbxcore/api/v3/api-keys",
+        data={"description": "licence read only", "key": restricted, "allowed_paths": {"/api/v3/license": "read"}},
+    )
+    fleet.control.clear_requests(host)
+
+    connection = {"url": "{{ mikopbx_url }}", "api_key": restricted, "ca_path": "{{ mikopbx_ca_path }}"}
+    run = run_playbook(fleet, [TASK], connection=connection, verbosity=3)
+
+    result = run.result(host, "reach")
+    assert result.get("failed") is not True, result.get("msg")
+    assert result["method"] == "license_ping_only"
+    assert result["hosts"] == []
+    assert result["license_ping"]["ok"] is True
+    assert result["reachable"] is True
+    assert "only its licence ping was checked" in run.output
+    assert restricted not in run.output
+    no_writes(fleet, host)
+
+
+def test_no_secret_in_verbose_output(start_fleet, run_playbook):
+    fleet = start_fleet(count=2, generation="mixed", time_scale=0.05)
+    key = fleet.control.create_company(companyname="Secret LLC", email="secret@example.com")
+    for host in fleet.names():
+        fleet.control.seed_key(host, key, bind=True)
+        fleet.control.add_fault("tls_intercept", pbx=host, hosts=["lic.miko.ru"])
+
+    # The module check reads the 2024.1 admin page, which carries the licence key in clear.
+    modules = {"name": "modules", "mikopbx.marketplace.mikopbx_module_check": {"fail_on": []}}
+    run = run_playbook(fleet, [TASK, modules], connection=CONNECTION, verbosity=3)
+
+    secrets = [key]
+    for host in fleet.names():
+        assert run.result(host, "reach").get("failed") is not True
+        assert run.result(host, "modules").get("failed") is not True
+        secrets += [fleet.var(host, "mikopbx_password"), fleet.var(host, "mikopbx_api_key")]
+    for secret in filter(None, secrets):
+        assert secret not in run.output
