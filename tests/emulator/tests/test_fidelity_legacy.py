@@ -530,3 +530,29 @@ def test_sysinfo_hypervisor_and_dmi(fleet):
         resp = pbx.get(API + f"/sysinfo/{action}")
         data = expect(resp, 200, f"§8.1 {action}")
         assert data["result"] is True and key in data["data"], describe(resp)
+
+
+def test_multipart_body_is_read(fleet):
+    """§5.1: legacy reads POST bodies with getPost() -- form-urlencoded or multipart both work."""
+    pbx = take(fleet)
+    key = fleet.control.create_company()
+    resp = pbx.post(pbx.lic_path("processUserRequest"), files={"licKey": (None, key)})
+    data = expect(resp, 200, "§5.1 multipart", {"licKey": key})
+    assert data["result"] is True and data["data"] == {"PBXLicense": key}, describe(resp)
+
+
+def test_feature_status_success_cached_a_day(fleet):
+    """§5.2 getMikoPBXFeatureStatus: the outcome is cached 86400 s on success (120 s on failure) -- a seat freed
+    in the cabinet still reads as OK an hour later, and only after a day as a failure."""
+    pbx = take(fleet)
+    key = fleet.control.create_company()
+    expect(pbx.lic_request({"licKey": key}), 200, "§11.4")
+    data = expect(pbx.get(pbx.lic_path("getMikoPBXFeatureStatus")), 200, "§5.2")
+    assert data["result"] is True, data
+    fleet.control.free_seat(key, fleet.control.machine_id(pbx.name))
+    fleet.control.advance(3600)
+    data = expect(pbx.get(pbx.lic_path("getMikoPBXFeatureStatus")), 200, "§5.2 success cached 86400 s")
+    assert data["result"] is True, data
+    fleet.control.advance(86400)
+    data = expect(pbx.get(pbx.lic_path("getMikoPBXFeatureStatus")), 200, "§5.2 after the day-long cache")
+    assert data["result"] is False and messages_of(data, "license"), data

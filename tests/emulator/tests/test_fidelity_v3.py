@@ -173,7 +173,7 @@ def test_jwt_claims(fleet):
     token = pbx.jwt()
     assert jwt_header(token) == {"typ": "JWT", "alg": "HS256"}, jwt_header(token)
     claims = jwt_payload(token)
-    assert {"userId", "role", "iat", "exp", "nbf"} <= set(claims), claims
+    assert {"userId", "role", "language", "iat", "exp", "nbf"} <= set(claims), claims
     assert claims["role"] == "admins", claims
     assert claims["exp"] - claims["iat"] == 900, claims
     resp = pbx.bearer(token).get(pbx.url + V3 + "/system:checkAuth", timeout=30)
@@ -268,6 +268,10 @@ def test_logout_requires_bearer_keeps_jwt(fleet):
     resp = s.post(pbx.url + V3 + "/auth:logout", timeout=30)
     data = expect(resp, 200, "§3.1.3")
     assert data["result"] is True and data["data"] == {"message": "Successfully logged out"}, describe(resp)
+    cleared = resp.headers.get("Set-Cookie", "").lower()
+    assert "refreshtoken=" in cleared and ("max-age=0" in cleared or "expires=" in cleared), (
+        f"logout must clear the refreshToken cookie (§3.1.3): {cleared!r}"
+    )
     resp = pbx.bearer(token).get(pbx.url + V3 + "/system:checkAuth", timeout=30)
     expect(resp, 200, "§3.1.3 JWT stays valid after logout")
 
@@ -1075,3 +1079,14 @@ def test_sysinfo_hypervisor_dmi_and_external_ip(fleet):
         fleet.control.clear_faults(pbx.name)
     data = expect(resp, 200, "§8.1 getExternalIpInfo offline (always 200)")
     assert data["result"] is False and data["messages"] == ["Error format data "], describe(resp)
+
+
+def test_process_user_request_accepts_form_body(fleet):
+    """§3.1.1 / §5.3: v3 bodies may be JSON or form-urlencoded (the admin UI posts the licence form as form
+    data) -- a form licKey is applied like a JSON one."""
+    pbx = take(fleet)
+    key = fleet.control.create_company()
+    resp = pbx.post(pbx.lic_path("processUserRequest"), data={"licKey": key})
+    data = expect(resp, 200, "§11.3 form body", {"licKey": key})
+    assert data["result"] is True and data["data"] == {"PBXLicense": key}, describe(resp)
+    assert fleet.control.license_key(pbx.name) == key
