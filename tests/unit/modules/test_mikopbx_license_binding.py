@@ -182,7 +182,7 @@ def test_argspec_agrees_with_documentation():
 
 
 def test_present_requires_license_key(fake_http, capsys):
-    result, failed, _ = run({"state": "present"}, capsys=capsys)
+    result, failed, _out = run({"state": "present"}, capsys=capsys)
     assert failed and "license_key" in result["msg"]
     assert fake_http.requests == []
 
@@ -268,7 +268,7 @@ def test_foreign_key_replaced(world, fake_http, capsys):
 
 def test_restored_onto_new_machine_is_rebound_once(world, fake_http, capsys):
     world.stored = KEY  # a backup of a bound PBX restored onto hardware that holds no seat
-    verdict, failed, _ = run({"state": "verified", "license_key": KEY}, capsys=capsys)
+    verdict, failed, _out = run({"state": "verified", "license_key": KEY}, capsys=capsys)
     assert not failed and verdict["binding_status"] == "binding_required" and verdict["changed"] is False
 
     fake_http.requests.clear()
@@ -278,7 +278,7 @@ def test_restored_onto_new_machine_is_rebound_once(world, fake_http, capsys):
     assert len(world.licensing.seats[KEY]) == 4
 
     fake_http.requests.clear()
-    again, failed, _ = run({"state": "present", "license_key": KEY}, capsys=capsys)
+    again, failed, _out = run({"state": "present", "license_key": KEY}, capsys=capsys)
     assert not failed and again["changed"] is False and writes(fake_http) == []
     assert len(world.licensing.seats[KEY]) == 4
 
@@ -350,7 +350,7 @@ def test_release_then_rerun(world, fake_http, capsys):
     assert_no_secret(out)
 
     fake_http.requests.clear()
-    second, failed, _ = run({"state": "absent"}, capsys=capsys)
+    second, failed, _out = run({"state": "absent"}, capsys=capsys)
     assert not failed and second["changed"] is False and second["released_key_masked"] is None
     assert writes(fake_http) == [] and [r.path for r in fake_http.requests] == [SQL]
 
@@ -395,7 +395,7 @@ def test_verified_licensing_down_is_unknown(world, fake_http, capsys):
     world.licensing.seats[KEY][world.machine] = "self"
     no_answer = envelope(False, messages=["0: No answer from the local licence service"])
     fake_http.set("GET", INFO, status=422, json=no_answer)
-    result, failed, _ = run({"state": "verified", "license_key": KEY}, capsys=capsys)
+    result, failed, _out = run({"state": "verified", "license_key": KEY}, capsys=capsys)
     assert not failed and result["binding_status"] == "unknown"
 
 
