@@ -394,3 +394,13 @@ def test_releases_egress_blocked_exceeds_worker_wait(clean, gen):
     else:
         data = expect(resp, 500, "§4 legacy worker wait (10 s) < 15 s marketplace try")
         assert data["errors"] == [LEGACY_500], describe(resp)
+
+
+def test_probe_licensing_5xx_is_an_http_stage_failure(clean):
+    """design §5: with the licensing servers answering 5xx the probe connects (curl exit 0) and reports the HTTP
+    status >= 500 -- the 'http' stage, not dns/tcp/tls."""
+    fv = clean
+    pbx = take(fv, "v3")
+    fv.control.add_fault(pbx.name, "licensing_5xx")
+    rows = run_probe(pbx)
+    assert all(r["exit"] == "0" and int(r["http"]) >= 500 for r in rows.values()), rows
