@@ -12,7 +12,11 @@ both API generations, bounded retries for requests that are safe to repeat, and 
 from __future__ import annotations
 
 import email.utils
+import hashlib
+import json
+import os
 import re
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -148,6 +152,87 @@ OPERATIONS: dict[str, Operation] = dict(
 )
 
 
+class LoginFailureMemo:
+    """Failed logins remembered across module runs on this controller.
+
+    Every task builds its own client, so "one failed login per client" alone would let a play of
+    twenty tasks (with ``ignore_errors``) spend twenty failed logins on one PBX, enough for its
+    fail2ban jail (2024.x bans for a day after five). A refused login is therefore written to a
+    small file per PBX and user; for ``TTL`` seconds, later clients with the *same* password fail at
+    once without contacting the PBX. A different password, or a successful login, clears it.
+
+    The file holds no secret: the password is only compared through a salted PBKDF2 fingerprint.
+    ``MIKOPBX_LOGIN_MEMO_DIR`` moves the directory; ``MIKOPBX_LOGIN_MEMO=0`` switches it off.
+    """
+
+    TTL = 600
+    ITERATIONS = 100_000
+
+    def __init__(self, directory: str | None = None) -> None:
+        self.enabled = os.environ.get("MIKOPBX_LOGIN_MEMO", "1").lower() not in ("0", "false", "no", "off")
+        default = os.path.join(tempfile.gettempdir(), "mikopbx-marketplace-logins-%s" % _uid())
+        self.directory = directory or os.environ.get("MIKOPBX_LOGIN_MEMO_DIR") or default
+
+    def path(self, url: str, username: str) -> str:
+        name = hashlib.sha256(("%s\0%s" % (url, username)).encode("utf-8")).hexdigest()
+        return os.path.join(self.directory, name + ".json")
+
+    def _fingerprint(self, url: str, username: str, password: str) -> str:
+        salt = ("mikopbx-login\0%s\0%s" % (url, username)).encode("utf-8")
+        return hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, self.ITERATIONS).hex()
+
+    def recent(self, url: str, username: str, password: str) -> dict[str, Any] | None:
+        """The remembered failure for these exact credentials, if it is recent enough."""
+        if not self.enabled:
+            return None
+        try:
+            with open(self.path(url, username), encoding="utf-8") as handle:
+                entry = json.load(handle)
+        except (OSError, ValueError):
+            return None
+        age = time.time() - float(entry.get("ts", 0))
+        if not 0 <= age < float(entry.get("ttl", self.TTL)):
+            return None
+        if entry.get("fingerprint") != self._fingerprint(url, username, password):
+            return None
+        entry["age"] = int(age)
+        return entry
+
+    def record(self, url: str, username: str, password: str, err: MikoPBXError, ttl: float | None = None) -> None:
+        if not self.enabled:
+            return
+        entry = {
+            "ts": time.time(),
+            "ttl": ttl or self.TTL,
+            "fingerprint": self._fingerprint(url, username, password),
+            "classification": err.classification,
+            "status": err.status,
+            "message": err.message,
+        }
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            target = self.path(url, username)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(entry, handle)
+            os.replace(tmp, target)
+        except OSError:
+            pass
+
+    def clear(self, url: str, username: str) -> None:
+        if not self.enabled:
+            return
+        try:
+            os.unlink(self.path(url, username))
+        except OSError:
+            pass
+
+
+def _uid() -> str:
+    getuid = getattr(os, "getuid", None)
+    return str(getuid()) if getuid else "user"
+
+
 class _HeaderAuth(requests.auth.AuthBase if HAS_REQUESTS else object):  # type: ignore[misc]
     """Sets our Authorization header, or none.
 
@@ -240,6 +325,7 @@ class MikoPBXClient:
         self._access_token: str | None = None
         self._legacy_session = False
         self._login_failure: MikoPBXError | None = None
+        self.login_memo = LoginFailureMemo()
         self._settings: dict[str, Any] | None = None
         self._pages: dict[str, str] = {}
 
@@ -545,6 +631,27 @@ class MikoPBXClient:
         if self._login_failure is not None:
             raise self._login_failure
 
+        # ... and across the tasks of a run: an earlier client was refused with these credentials.
+        earlier = self.login_memo.recent(self.url, self.username or "", self.password or "")
+        if earlier is not None:
+            classification = earlier.get("classification") or "auth"
+            self._login_failure = MikoPBXError(
+                "login as %r not attempted: the PBX refused these credentials %s s ago (%s)"
+                % (self.username, earlier["age"], earlier.get("message") or classification),
+                classification if classification in ("auth", "rate_limited") else "auth",
+                method="POST",
+                status=earlier.get("status"),
+                url=self.url,
+                secrets=self.secrets,
+                hint="fix username/password for this PBX; with the same password no login is tried for %d s "
+                "after a refusal (the PBX bans addresses after repeated failures); to retry earlier, delete %s"
+                % (
+                    int(earlier.get("ttl") or LoginFailureMemo.TTL),
+                    self.login_memo.path(self.url, self.username or ""),
+                ),
+            )
+            raise self._login_failure
+
     def _login_v3(self, probe: bool) -> bool:
         self._check_login_allowed()
         response, result = self._send(
@@ -565,6 +672,7 @@ class MikoPBXClient:
             self._fail_login(result, V3_ROOT + "auth:login", reason="the login answer carried no access token")
         self.add_secret(token)
         self._access_token = token
+        self.login_memo.clear(self.url, self.username or "")
         return True
 
     def _login_legacy(self) -> None:
@@ -583,6 +691,7 @@ class MikoPBXClient:
         if not self.session.cookies.get("PHPSESSID"):
             self._fail_login(result, LEGACY_LOGIN_PATH, reason="the login answer set no PHPSESSID session cookie")
         self._legacy_session = True
+        self.login_memo.clear(self.url, self.username or "")
 
     def _fail_login(self, result: ApiResult, path: str, reason: str | None = None) -> None:
         text = result.error_text().lower()
@@ -619,6 +728,8 @@ class MikoPBXClient:
         self._login_failure = err
         self._access_token = None
         self._legacy_session = False
+        if err.classification in ("auth", "rate_limited"):
+            self.login_memo.record(self.url, self.username or "", self.password or "", err)
         raise err
 
     def _reauthenticate(self) -> bool:

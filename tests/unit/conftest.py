@@ -43,6 +43,12 @@ def fake_http(monkeypatch: pytest.MonkeyPatch) -> FakeHTTP:
     return fake
 
 
+@pytest.fixture(autouse=True)
+def _isolated_login_memo(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """Failed logins are remembered across clients (api.LoginFailureMemo); keep that per test."""
+    monkeypatch.setenv("MIKOPBX_LOGIN_MEMO_DIR", str(tmp_path / "login-memo"))
+
+
 @pytest.fixture
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Record sleeps (e.g. back-off of clients built by modules) instead of sleeping."""

@@ -722,3 +722,60 @@ def test_login_blocked_by_fail2ban_says_so(fake_http):
         client().generation  # noqa: B018
     assert info.value.classification == "auth"
     assert "blocked" in str(info.value) and "credentials rejected" not in str(info.value)
+
+
+# ------------------------------------------------------------------ failed logins across clients (tasks)
+
+
+def test_refused_login_is_remembered_across_clients(fake_http, tmp_path, monkeypatch):
+    monkeypatch.setenv("MIKOPBX_LOGIN_MEMO_DIR", str(tmp_path / "memo"))
+    fake_http.add("POST", LOGIN, Reply(401, json=v3_fail({"error": ["Invalid login or password"]}, "login", 401)))
+    with pytest.raises(MikoPBXError):
+        client().generation  # noqa: B018
+    assert fake_http.count("POST", LOGIN) == 1
+
+    # The next task of the play, same credentials: fails at once, nothing sent.
+    with pytest.raises(MikoPBXError) as info:
+        client().call("license.ping")
+    assert info.value.classification == "auth"
+    assert "not attempted" in str(info.value)
+    assert PASSWORD not in str(info.value)
+    assert fake_http.count("POST", LOGIN) == 1
+    memo_files = list((tmp_path / "memo").iterdir())
+    assert len(memo_files) == 1 and PASSWORD not in memo_files[0].read_text()
+
+    # A corrected password is tried, and its success clears the memo.
+    fake_http.set("POST", LOGIN, v3_login_ok())
+    client(password="corrected-password").generation  # noqa: B018
+    assert fake_http.count("POST", LOGIN) == 2
+    assert list((tmp_path / "memo").iterdir()) == []
+
+
+def test_remembered_refusal_expires(fake_http, tmp_path, monkeypatch):
+    monkeypatch.setenv("MIKOPBX_LOGIN_MEMO_DIR", str(tmp_path / "memo"))
+    fake_http.add(
+        "POST", LOGIN, Reply(429, json=v3_fail({"error": ["Too many login attempts"]}, "login", 429)), v3_login_ok()
+    )
+    with pytest.raises(MikoPBXError) as first:
+        client().generation  # noqa: B018
+    assert first.value.classification == "rate_limited"
+    with pytest.raises(MikoPBXError) as second:
+        client().generation  # noqa: B018
+    assert second.value.classification == "rate_limited"
+    assert fake_http.count("POST", LOGIN) == 1
+
+    import time as time_module
+
+    later = time_module.time() + 601
+    monkeypatch.setattr(time_module, "time", lambda: later)
+    assert client().generation == "v3"
+    assert fake_http.count("POST", LOGIN) == 2
+
+
+def test_login_memo_can_be_switched_off(fake_http, monkeypatch):
+    monkeypatch.setenv("MIKOPBX_LOGIN_MEMO", "0")
+    fake_http.add("POST", LOGIN, Reply(401, json=v3_fail({"error": ["Invalid login or password"]}, "login", 401)))
+    for _ in range(2):
+        with pytest.raises(MikoPBXError):
+            client().generation  # noqa: B018
+    assert fake_http.count("POST", LOGIN) == 2
