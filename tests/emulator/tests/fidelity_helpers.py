@@ -383,16 +383,6 @@ class FleetView:
             n for n, hv in self.hostvars.items() if generation is None or hv["mikopbx_generation"] == generation
         )
 
-    def take(self, generation: str) -> Pbx:
-        """Hand out a PBX of that generation that no other test of this module has used yet."""
-        used = getattr(self, "_used", set())
-        self._used = used
-        for n in self.names(generation):
-            if n not in used:
-                used.add(n)
-                return self.pbx(n)
-        raise AssertionError(f"fleet too small: no unused {generation} PBX left")
-
 
 def start_fleet(tmp_dir: Path, count: int, generation: str, time_scale: float, **kw: Any) -> Any:
     from mikopbx_emulator.harness import Fleet
