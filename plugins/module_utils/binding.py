@@ -483,6 +483,9 @@ class BindingManager:
                 reset_done=False,
             )
 
+        if RESET_KEY in actions and self.live.state != "not_bound":
+            self._ensure_licensing_answers()
+
         self.result["actions"] = actions
         self.result["changed"] = True
         if RESET_KEY in actions:
@@ -525,6 +528,22 @@ class BindingManager:
         key_now = normalize_license_key(applied.get("stored_key")) or self.expected
 
         return self._verify_after_write(key_now, actions)
+
+    def _ensure_licensing_answers(self) -> None:
+        """Before a reset that nothing has shown to be safe: the current key is only given up when the
+        licensing service answers, otherwise the new key could not be applied and the PBX would be
+        left with no key at all. (A 2008 answer already proved the service answers.)"""
+        try:
+            self.client.call("license.ping")
+        except MikoPBXError as err:
+            self._raise_if_pbx_side(err)
+            self.result["licence_error"] = error_summary(err)
+            raise self._fail(
+                "not replacing key %s on %s: the PBX cannot reach the licensing service (license:ping failed), so "
+                "the new key could not be applied after the reset. Nothing changed; %s"
+                % (mask_license_key(self.stored), self._host, err.describe()),
+                err,
+            ) from None
 
     def _verify_after_write(self, key_now: str, actions: list[str]) -> dict[str, Any]:
         live = self.probe_live()

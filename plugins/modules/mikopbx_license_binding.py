@@ -122,6 +122,8 @@ notes:
     licence error 2008 for its licence information. O(state=present) re-binds it by resetting the key and applying
     it again, which captures a seat. If the licensing service then refuses the seat, the PBX is left without a key
     (the reset cannot be undone without a seat); pass O(known_seats) to have the task stop before the reset.
+  - Before resetting a different key (O(replace_key=true)) the module checks with C(license:ping) that the PBX
+    reaches the licensing service, so a key is never given up when the new one could not be applied.
   - Seats of a machine that is gone can only be freed in the vendor's licence cabinet, which has no published API.
     The module never pretends to do it; it returns RV(manual_step) instead. The cabinet address contains the key
     itself, so it is only given as a template and the page is described by the masked key.

@@ -276,6 +276,7 @@ SQL = V3 + "system:executeSqlRequest"
 INFO = V3 + "license:getLicenseInfo"
 RESET = V3 + "license:resetKey"
 APPLY = V3 + "license:processUserRequest"
+PING = V3 + "license:ping"
 RAW_2008 = "2008: Failed to capture feature: no free licences, or the licence is bound to another PBX"
 TR_2008 = "The required licence is missing, or it is bound to a different MikoPBX station"
 RAW_NO_ANSWER = "0: No answer from the local licence service"
@@ -311,6 +312,7 @@ def v3_pbx(fake_http, stored: str | None, *info, apply=None):
     for reply in info:
         fake_http.add("GET", INFO, reply if "status" in reply else Reply(json=reply))
     fake_http.add("GET", RESET, json=v3_ok([], "resetKey"))
+    fake_http.add("GET", PING, json=v3_ok([], "ping"))
     if apply is not None:
         fake_http.add("POST", APPLY, apply if "status" in apply else Reply(json=apply))
     return fake_http
@@ -491,9 +493,29 @@ def test_present_key_mismatch_replaced_with_replace_key(fake_http):
     v3_pbx(fake_http, OTHER, info_ok(), apply=apply_ok())
     result = manager("present", license_key=KEY, replace_key=True).run()
     assert writes(fake_http) == [("GET", RESET), ("POST", APPLY)]
+    assert fake_http.calls().index(("GET", PING)) < fake_http.calls().index(("GET", RESET))
     assert result["released_key_masked"] == "MIKO-*****-*****-*****-WWWWW"
     assert result["binding_status"] == KEY_MISMATCH and result["binding_status_after"] == OK
     assert_no_key_in(result)
+
+
+def test_present_replace_key_is_refused_when_the_licensing_service_is_silent(fake_http):
+    # Resetting the foreign key would leave the PBX with no key if the new one cannot be applied.
+    v3_pbx(fake_http, OTHER, apply=apply_ok())
+    fake_http.set("GET", PING, Reply(422, json=v3_fail([], "ping")))
+    for check_mode in (True, False):
+        with pytest.raises(BindingFailure) as failed:
+            manager("present", check_mode=check_mode, license_key=KEY, replace_key=True).run()
+        assert "licensing service" in failed.value.msg and "Nothing changed" in failed.value.msg
+        assert failed.value.result["changed"] is False
+    assert writes(fake_http) == []
+
+
+def test_present_binding_required_needs_no_ping(fake_http):
+    # The 2008 answer already proved that the licensing service answers.
+    v3_pbx(fake_http, KEY, info_2008(), info_ok(), apply=apply_ok())
+    manager("present", license_key=KEY).run()
+    assert fake_http.count("GET", PING) == 0
 
 
 def test_present_known_seats_full_fails_before_any_write(fake_http):

@@ -28,6 +28,7 @@ SQL = V3 + "system:executeSqlRequest"
 INFO = V3 + "license:getLicenseInfo"
 RESET = V3 + "license:resetKey"
 APPLY = V3 + "license:processUserRequest"
+PING = V3 + "license:ping"
 WRITE_PATHS = {RESET, APPLY}
 
 TR_2008 = "The required licence is missing, or it is bound to a different MikoPBX station"
@@ -74,6 +75,7 @@ class FakeV3PBX:
         fake_http.add("GET", INFO, self.license_info)
         fake_http.add("GET", RESET, self.reset_key)
         fake_http.add("POST", APPLY, self.process_user_request)
+        fake_http.add("GET", PING, {"json": envelope(True, function="ping")})
 
     def sql(self, request) -> dict:
         rows = [{"key": "PBXVersion", "value": "2026.1.223"}, {"key": "PBXLicense", "value": self.stored}]
