@@ -1090,3 +1090,35 @@ def test_process_user_request_accepts_form_body(fleet):
     data = expect(resp, 200, "§11.3 form body", {"licKey": key})
     assert data["result"] is True and data["data"] == {"PBXLicense": key}, describe(resp)
     assert fleet.control.license_key(pbx.name) == key
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"description": "", "full_permissions": True},
+        {"description": "x" * 256, "full_permissions": True},
+        {"description": "short key", "key": "ab" * 8, "full_permissions": True},
+        {"description": "netfilter", "networkfilterid": "localhost", "full_permissions": True},
+    ],
+    ids=["empty-description", "long-description", "key-too-short", "networkfilter-localhost"],
+)
+def test_api_key_record_validation_422(fleet, fields):
+    """§3.1.4: description required (1-255), key 32-255 chars, networkfilterid "none" or numeric (the input
+    pattern refuses "localhost") -- otherwise 422."""
+    pbx = shared(fleet)
+    admin = pbx.bearer(pbx.jwt())
+    resp = admin.post(pbx.url + V3 + "/api-keys", json=fields, timeout=30)
+    data = expect(resp, 422, "§3.1.4 record validation", fields)
+    assert data["result"] is False, describe(resp)
+
+
+def test_api_key_created_without_key_never_reveals_it(fleet):
+    """§3.1.4: without `key` the server generates one but never returns the plaintext (has_key true, only
+    key_display)."""
+    pbx = shared(fleet)
+    admin = pbx.bearer(pbx.jwt())
+    resp = admin.post(pbx.url + V3 + "/api-keys", json={"description": "auto"}, timeout=30)
+    data = expect(resp, 201, "§3.1.4 create without key")
+    rec = data["data"]
+    assert rec["has_key"] is True and "key" not in rec and rec["full_permissions"] is False, describe(resp)
+    assert not re.search(r"[0-9a-f]{32,}", json.dumps(rec)), f"a full key seems to be returned: {describe(resp)}"
