@@ -357,7 +357,16 @@ class ModuleChecker:
 
         # Not repeated by the client: when the releases server is unreachable the PBX spends its whole
         # worker wait on it, and repeating would only multiply that.
-        result = self.client.call("modules.getAvailableModules", allow_failure=True, safe=False)
+        try:
+            result = self.client.call("modules.getAvailableModules", allow_failure=True, safe=False)
+        except MikoPBXError as err:
+            if err.classification != "timeout":
+                raise
+            return {
+                "status": "unreachable",
+                "message": "the PBX did not answer the marketplace check in time (%s)" % err.message,
+                "modules_available": None,
+            }
         if result.ok:
             return ms.marketplace_status_from_answer(True, result.data, result.messages)
         if result.status in _PBX_REFUSALS:
@@ -392,7 +401,20 @@ class ModuleChecker:
                     }
                 )
                 continue
-            entry, module_changed = self.remediate_one(module)
+            try:
+                entry, module_changed = self.remediate_one(module)
+            except MikoPBXError as err:
+                if err.classification in ("auth", "tls", "unreachable", "rate_limited"):
+                    raise
+                # A write that timed out is not repeated: the re-read below shows where it ended.
+                entry = {
+                    "uniqid": module["uniqid"],
+                    "attempted": True,
+                    "captured": False,
+                    "result": "failed",
+                    "message": "the PBX did not complete the attempt: %s" % err.message,
+                }
+                module_changed = False
             entries.append(entry)
             changed = changed or module_changed
             wrote = True
@@ -451,6 +473,19 @@ class ModuleChecker:
             data = data[0]
         return ms.licence_ids(data)
 
+    @staticmethod
+    def reconcile(entries: list[dict[str, Any]], modules: list[dict[str, Any]]) -> bool:
+        """Trust the re-read over an attempt whose answer was lost; True if a module came back."""
+        enabled = {m["uniqid"] for m in modules if m["enabled"]}
+        came_back = False
+        for entry in entries:
+            if entry["uniqid"] in enabled:
+                came_back = True
+                if entry["result"] != "enabled":
+                    entry["message"] += "; the module is enabled now"
+                    entry["result"] = "enabled"
+        return came_back
+
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         modules = self.read_modules()
@@ -465,6 +500,7 @@ class ModuleChecker:
                 changed = bool(candidates)
             elif wrote:
                 modules = self.reread_modules()
+                changed = self.reconcile(remediation, modules) or changed
 
         required = ms.required_problems(modules, self.params["required"])
         selected = None

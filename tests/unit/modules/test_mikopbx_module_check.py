@@ -465,3 +465,34 @@ def test_legacy_remediation_uses_form_posts_and_rereads_the_page(fake_http, caps
     capture = [r for r in fake_http.requests if r.path.endswith("captureFeatureForProductId")][0]
     assert capture.form == {"licFeatureId": ["201"], "licProductId": ["101"]}
     assert fake_http.count("GET", LEGACY_PAGE) == 2
+
+
+def test_remediation_write_timeout_is_reported_not_repeated(fake_http, capsys):
+    import requests
+
+    after = [dict(ROWS[0], disabled="0")] + ROWS[1:]
+    fake_http.set("POST", SQL, sql_reply(ROWS), sql_reply(after))
+    fake_http.set("GET", MARKET_V3, market_ok())
+    fake_http.set("GET", V3 + "modules/ModuleUsersUI:getModuleInfo", module_info(0, 0))
+    fake_http.set("POST", V3 + "modules/ModuleUsersUI:enable", requests.exceptions.ReadTimeout("read timed out"))
+
+    result, _out = run(capsys, v3_args(remediate=True))
+
+    [entry] = result["remediation"]
+    assert "did not complete" in entry["message"]
+    assert fake_http.count("POST", V3 + "modules/ModuleUsersUI:enable") == 1
+    # The re-read shows where the write ended: the PBX did enable it.
+    assert by_id(result)["ModuleUsersUI"]["enabled"] is True
+    assert entry["result"] == "enabled" and "enabled now" in entry["message"]
+    assert result["changed"] is True
+    assert fake_http.count("POST", SQL) == 2
+
+
+def test_marketplace_check_that_times_out_on_the_controller_is_unreachable(fake_http, capsys):
+    import requests
+
+    v3_pbx(fake_http, market=requests.exceptions.ReadTimeout("read timed out"))
+    result, _out = run(capsys, v3_args())
+    assert result["marketplace"]["status"] == "unreachable"
+    assert fake_http.count("GET", MARKET_V3) == 1
+    assert result["modules"]
