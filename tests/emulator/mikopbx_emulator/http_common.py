@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -107,13 +107,13 @@ def nginx_429() -> web.Response:
 ASYNC_HEADER = "X-Async-Response-Channel-Id"
 
 
-def _background(pbx: PBX, factory: Callable[[], Awaitable[R]]) -> None:
+def _background(pbx: PBX, factory: Callable[[], Coroutine[Any, Any, R]]) -> None:
     task = asyncio.ensure_future(factory())
     pbx.fleet.background.add(task)
     task.add_done_callback(pbx.fleet.background.discard)
 
 
-async def run_worker(pbx: PBX, path: str, factory: Callable[[], Awaitable[R]],
+async def run_worker(pbx: PBX, path: str, factory: Callable[[], Coroutine[Any, Any, R]],
                      respond: Callable[[R], web.Response], request: web.Request | None = None,
                      action: str = "", processor: str = "") -> web.Response:
     """Queue -> worker -> answer, with the generation's wait limit and the count faults."""
@@ -142,7 +142,14 @@ async def run_worker(pbx: PBX, path: str, factory: Callable[[], Awaitable[R]],
             _background(pbx, factory)
         await pbx.fleet.clock.sleep(wait)
         return timeout_response(pbx)
-    task = asyncio.ensure_future(factory())
+    # eager start: most actions finish without ever suspending, and then no task, shield or timer
+    # is needed (the per-request cost matters at fleet scale)
+    coro = factory()
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        return respond(stop.value)
+    task = asyncio.ensure_future(_drive(coro, yielded))
     try:
         r = await asyncio.wait_for(asyncio.shield(task), pbx.fleet.clock.real(wait) + 0.05)
     except TimeoutError:
@@ -151,6 +158,27 @@ async def run_worker(pbx: PBX, path: str, factory: Callable[[], Awaitable[R]],
         task.add_done_callback(pbx.fleet.background.discard)
         return timeout_response(pbx)
     return respond(r)
+
+
+async def _drive(coro: Coroutine[Any, Any, R], yielded: Any) -> R:
+    """Continue a coroutine that was started by hand and suspended on ``yielded``: wait for that
+    future here, then resume the coroutine, which reads the outcome itself (Future.__await__)."""
+    while True:
+        if yielded is None:
+            await asyncio.sleep(0)
+        else:
+            # what Task.__step does with a yielded future: take over the "blocking" handshake
+            yielded._asyncio_future_blocking = False
+            try:
+                await yielded
+            except BaseException:
+                if not yielded.done():  # we ourselves were cancelled
+                    coro.close()
+                    raise
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            return stop.value
 
 
 def timeout_response(pbx: PBX) -> web.Response:
