@@ -173,3 +173,22 @@ def test_check_mode_and_reveal_rules(fleet, run_playbook):
         assert run.result(host, "reveal_hidden")["license_key"] == key
         assert fleet.control.request_kinds(host)["write"] == 0
     assert key not in run.output
+
+
+def test_wrong_password_costs_one_failed_login_per_pbx_per_run(fleet, run_playbook, connections):
+    connection = dict(connections.password, password="not-the-password")
+    connection["api_generation"] = "{{ mikopbx_generation }}"
+    for host in hosts(fleet):
+        fleet.control.clear_requests(host)
+
+    run = run_playbook(fleet, [info("first"), info("second"), info("third")], connection=connection, verbosity=3)
+
+    for host in hosts(fleet):
+        first = run.result(host, "first")
+        assert first.get("failed") is True
+        assert first["error"]["classification"] == "auth"
+        assert "credentials rejected" in first["msg"]
+        later = run.result(host, "third")
+        assert later.get("failed") is True and "not attempted" in later["msg"]
+        assert fleet.control.request_kinds(host)["auth"] == 1, fleet.control.requests(host)
+    assert "not-the-password" not in run.output
