@@ -24,6 +24,7 @@ from ansible_collections.mikopbx.marketplace.plugins.module_utils.errors import 
 from ansible_collections.mikopbx.marketplace.plugins.module_utils.licence import (
     HOST_LIMIT,
     apply_key,
+    licence_error,
     mask_license_key,
     normalize_license_key,
     read_license_info,
@@ -621,6 +622,16 @@ class BindingManager:
         parts.append("a seat must be freed in the licence cabinet: %s" % step["instructions"])
         msg = "; ".join(parts)
         self._finish(key_after, status_after, msg)
+
+        if error is None:
+            # Predicted from the seat figures, before asking: reported like the 2008 it would have been,
+            # so a fleet summary groups this host with the ones the licensing service refused.
+            error = licence_error(
+                SEAT_TAKEN_CODE,
+                reason,
+                hint=step["instructions"],
+            )
+        self.result["licence_error"] = error_summary(error)
 
         if self.opts.on_seat_shortage == "warn":
             self._warn(msg)

@@ -300,6 +300,13 @@ licence_error:
   returned: always
   type: dict
   sample: {code: 2008, classification: "licence:2008", message: "..."}
+error:
+  description:
+    - The classified failure (masked), like every module of the collection returns it. A seat shortage is
+      classified V(licence:2008) whether the licensing service answered it or O(known_seats) predicted it.
+  returned: on failure
+  type: dict
+  sample: {classification: "licence:2008", licence_code: 2008, message: "...", hint: "...", status: null}
 generation:
   description: API generation of the PBX, V(v3) (2026.1) or V(legacy) (2024.1).
   returned: always

@@ -202,6 +202,7 @@ def test_fc08_eleventh_host_fails_before_any_write_naming_seats_and_holders(star
     assert all(host in result["msg"] for host in holders)
     assert "licence cabinet" in result["msg"]
     assert result["manual_step"]["holders"] == holders
+    assert result["licence_error"]["code"] == 2008  # listed under 2008 in a fleet summary
     assert result["manual_step"]["license_key_masked"] == masked(key)
     assert result["changed"] is False
     assert fleet.control.stored_key(newcomer) == ""

@@ -307,6 +307,8 @@ def test_full_key_known_seats_fails_before_any_write(world, fake_http, capsys):
     assert "10 of 10 seats captured" in result["msg"] and "pbx-010" in result["msg"]
     step = result["manual_step"]
     assert step["reset_seat_of"] == "pbx-007" and step["license_key_masked"] == MASKED
+    # Classified like the refusal it predicts, so a fleet summary lists the host under 2008.
+    assert result["licence_error"]["code"] == 2008 and result["error"]["classification"] == "licence:2008"
     assert "client-cabinet/session/index/<license key>/" in step["page"]
     assert_no_secret(out)
 
