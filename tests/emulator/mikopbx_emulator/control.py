@@ -134,11 +134,22 @@ def make_control_app(fleet: FleetRuntime) -> web.Application:
         p = pbx_of(request)
         body = await _body(request)
         opts = p.state.setdefault("options", {})
-        for k in ("localhost_bypass", "rate_limit"):
+        for k in ("localhost_bypass", "rate_limit", "fail2ban"):
             if k in body:
                 opts[k] = bool(body[k])
         p.save()
         return _json(opts)
+
+    async def unban(request: web.Request) -> web.Response:
+        p = pbx_of(request)
+        was = p.banned_until > p.now()
+        p.banned_until = 0.0
+        p.f2b_failures = []
+        p.login_failures = []
+        p.legacy_login_attempts = []
+        p.rate_blocked_until = 0.0
+        p.rate_hits.clear()
+        return _json({"unbanned": was})
 
     async def snapshot(request: web.Request) -> web.Response:
         return _json({"snapshot": fleet.snapshot(pbx_of(request))})
@@ -228,6 +239,7 @@ def make_control_app(fleet: FleetRuntime) -> web.Application:
     r.add_put("/control/pbx/{name}/license-key", license_key)
     r.add_put("/control/pbx/{name}/modules", modules_put)
     r.add_put("/control/pbx/{name}/options", options_put)
+    r.add_delete("/control/pbx/{name}/bans", unban)
     r.add_post("/control/pbx/{name}/snapshot", snapshot)
     r.add_post("/control/pbx/{name}/restore", restore)
     r.add_post("/control/pbx/{name}/license-check", license_check)

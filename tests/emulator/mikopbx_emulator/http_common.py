@@ -100,6 +100,33 @@ def rate_limited(pbx: PBX, request: web.Request) -> bool:
     return False
 
 
+# fail2ban jail mikopbx-www: (failures, window s, ban s) per generation.  2024 counts every
+# unauthenticated REST call (model defaults), 2026 only failed logins.
+F2B = {"legacy": (5, 1800.0, 86400.0), "v3": (20, 600.0, 600.0)}
+
+
+def f2b_exempt(pbx: PBX, request: web.Request) -> bool:
+    # 127.0.0.1 is on the jail's whitelist; the emulator only honours that when the request says so
+    return is_localhost(pbx, request) or pbx.state.get("options", {}).get("fail2ban") is False
+
+
+def f2b_record(pbx: PBX, request: web.Request) -> None:
+    """Count one 'Wrong password' syslog line against the (single, 127.0.0.1) client."""
+    if f2b_exempt(pbx, request):
+        return
+    maxretry, window, bantime = F2B[pbx.generation]
+    now = pbx.now()
+    pbx.f2b_failures = [t for t in pbx.f2b_failures if t > now - window]
+    pbx.f2b_failures.append(now)
+    if len(pbx.f2b_failures) >= maxretry:
+        pbx.banned_until = now + bantime
+        pbx.f2b_failures = []
+
+
+def f2b_banned(pbx: PBX, request: web.Request) -> bool:
+    return pbx.banned_until > pbx.now() and not f2b_exempt(pbx, request)
+
+
 def nginx_429() -> web.Response:
     return envelope.plain(429, texts.NGINX_429)
 

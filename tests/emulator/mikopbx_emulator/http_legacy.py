@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from . import envelope, texts
-from .http_common import is_localhost, read_body, run_worker
+from .http_common import f2b_record, is_localhost, read_body, run_worker
 from .pbx import R, admin_layout
 
 if TYPE_CHECKING:
@@ -96,6 +96,21 @@ async def _sysinfo(p: PBX, d: dict[str, Any]) -> R:
     return await p.sysinfo()
 
 
+@_r("GET", "sysinfo", "getHypervisorInfo", "read")
+async def _hv(p: PBX, d: dict[str, Any]) -> R:
+    return await p.hypervisor()
+
+
+@_r("GET", "sysinfo", "getDMIInfo", "read")
+async def _dmi(p: PBX, d: dict[str, Any]) -> R:
+    return await p.dmi()
+
+
+@_r("GET", "sysinfo", "getExternalIpInfo", "read")
+async def _ip(p: PBX, d: dict[str, Any]) -> R:
+    return await p.external_ip()
+
+
 def _unknown_sysinfo(action: str) -> Action:
     async def fn(p: PBX, d: dict[str, Any]) -> R:
         proc = "MikoPBX\\PBXCoreREST\\Lib\\SysinfoManagementProcessor"
@@ -129,6 +144,7 @@ async def handle_api(pbx: PBX, request: web.Request, path: str) -> tuple[web.Res
         return envelope.legacy_errors(pbx, 404, texts.LEGACY_404), verb_kind
     fn, kind = entry
     if session_of(pbx, request) is None and not is_localhost(pbx, request):
+        f2b_record(pbx, request)  # logged as "web_auth ... Wrong password" -> the fail2ban jail counts it
         return envelope.legacy_errors(pbx, 401, texts.NOT_AUTHENTICATED), kind
     data = await read_body(request, form_only=True)
 

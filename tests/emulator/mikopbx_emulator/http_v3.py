@@ -13,7 +13,7 @@ import jwt
 from aiohttp import web
 
 from . import envelope, texts
-from .http_common import is_localhost, read_body, run_worker, sanitize_v3
+from .http_common import f2b_record, is_localhost, read_body, run_worker, sanitize_v3
 from .pbx import NS, P_LIC, P_MOD, R, is_select, parse_probe, proc
 
 if TYPE_CHECKING:
@@ -244,6 +244,7 @@ async def auth_login(ctx: Ctx) -> web.Response:
             return R(False, [], {"error": [texts.AUTH_LOGIN_PASSWORD_REQUIRED]}, fn, pr, 400)
         if token or str(login) != pbx.settings["WebAdminLogin"] or str(password) != pbx.state["password"]:
             pbx.login_failures.append(now)
+            f2b_record(pbx, ctx.request)  # 2026: failed logins feed the fail2ban jail
             return R(False, [], {"error": [texts.AUTH_WRONG_LOGIN_PASSWORD]}, fn, pr, 401)
         remember = ctx.data.get("rememberMe") is True  # strict: only JSON true
         refresh = pbx.fleet.ids.hex(64)
@@ -336,6 +337,21 @@ async def system_bash(ctx: Ctx) -> R:
 @route("sysinfo", "getInfo", "GET")
 async def sysinfo_get(ctx: Ctx) -> R:
     return await ctx.pbx.sysinfo()
+
+
+@route("sysinfo", "getHypervisorInfo", "GET")
+async def sysinfo_hv(ctx: Ctx) -> R:
+    return await ctx.pbx.hypervisor()
+
+
+@route("sysinfo", "getDMIInfo", "GET")
+async def sysinfo_dmi(ctx: Ctx) -> R:
+    return await ctx.pbx.dmi()
+
+
+@route("sysinfo", "getExternalIpInfo", "GET")
+async def sysinfo_ip(ctx: Ctx) -> R:
+    return await ctx.pbx.external_ip()
 
 
 @route("network", "getConfig", "GET")
@@ -470,7 +486,10 @@ def _apply_key_fields(rec: dict[str, Any], data: dict[str, Any], *, partial: boo
                 return f"Invalid allowed path {p!r}"
         rec["allowed_paths"] = dict(paths)
     if "networkfilterid" in data:
-        rec["networkfilterid"] = str(data["networkfilterid"])
+        nf = str(data["networkfilterid"])
+        if not re.fullmatch(r"none|\d+", nf):  # the input pattern admits only these
+            return f"Invalid network filter {nf!r}"
+        rec["networkfilterid"] = nf
     return None
 
 

@@ -115,6 +115,8 @@ class PBX:
         self.feature_cache: dict[str, tuple[float, R]] = {}
         self.market_cache: dict[str, tuple[float, R]] = {}
         self.rate_hits: collections.deque[float] = collections.deque()
+        self.f2b_failures: list[float] = []
+        self.banned_until = 0.0
         self.rate_blocked_until = 0.0
         self.rate_offences = 0
         self.api_key_cache: dict[str, dict[str, Any] | None] = {}
@@ -654,6 +656,39 @@ class PBX:
         content = sysinfo_text(self)
         r.data = {"content": content} if self.generation == "v3" else {"filename": "/tmp/SystemInfo.txt",
                                                                         "content": content}
+        return r
+
+    async def hypervisor(self) -> R:
+        v3 = self.generation == "v3"
+        data: dict[str, Any] = {"Hypervisor": "KVM"}
+        if v3:
+            data |= {"environment_type": "virtual", "cpu_architecture": "x86_64"}
+        return R(True, data, [], "getHypervisorInfo", proc("Sysinfo\\GetHypervisorInfoAction"), 200 if v3 else None)
+
+    async def dmi(self) -> R:
+        v3 = self.generation == "v3"
+        data: dict[str, Any] = {"DMI": "QEMU Standard PC (Q35 + ICH9, 2009)"}
+        if v3:
+            data |= {"environment_type": "virtual", "cpu_architecture": "x86_64"}
+        return R(True, data, [], "getDMIInfo", proc("Sysinfo\\GetDMIInfoAction"), 200 if v3 else None)
+
+    async def external_ip(self) -> R:
+        """2026 asks checkip.amazonaws.com (3 s), 2024 ifconfig.me (2 s); always HTTP 200 on v3."""
+        v3 = self.generation == "v3"
+        host, limit = ("checkip.amazonaws.com", 3.0) if v3 else ("ifconfig.me", 2.0)
+        r = R(False, [], [], "getExternalIpInfo", proc("Sysinfo\\GetExternalIpInfoAction"), 200 if v3 else None)
+        fv = self.fault_view
+        if fv.for_host("egress_blocked", host):
+            await self.fleet.clock.sleep(limit)
+        elif not (fv.for_host("dns_failure", host) or fv.for_host("tls_intercept", host)):
+            r.result = True
+            r.data = {"ip": f"203.0.113.{1 + int(self.machine_id[:4], 16) % 250}"}
+            return r
+        if v3:
+            r.messages = ["Error format data "]
+        else:
+            r.result = True  # 2024 does not validate the body: an empty answer comes back as the ip
+            r.data = {"ip": ""}
         return r
 
     def mac(self) -> str:

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from . import certs, envelope, http_legacy, http_v3, texts
 from .faults import Faults
-from .http_common import nginx_429, rate_limited
+from .http_common import f2b_banned, nginx_429, rate_limited
 from .licensing import LicensingService
 from .pbx import PBX, VERSIONS, default_modules
 from .util import Clock, Ids, atomic_write_bytes, atomic_write_json, read_json
@@ -272,6 +272,12 @@ class FleetRuntime:
             return web.Response(status=421, text="Misdirected request")
         path = request.path
         kind = "read" if request.method == "GET" else "write"
+        if f2b_banned(pbx, request):
+            # iptables drops a banned client: it never reaches nginx (and never our request log)
+            if request.transport is not None:
+                request.transport.abort()
+            req_log.info("%s %s %s dropped (fail2ban ban)", pbx.name, request.method, path)
+            return web.Response(status=403, text="Access denied")
         try:
             resp, kind = await self._route(pbx, request, path)
         except asyncio.CancelledError:
@@ -361,6 +367,8 @@ class FleetRuntime:
         pbx.market_cache.clear()
         pbx.sessions.clear()
         pbx.refresh_tokens.clear()
+        pbx.banned_until = 0.0
+        pbx.f2b_failures = []
         pbx.save()
         return {"name": pbx.name, "machine_id": pbx.machine_id, "snapshot": sid}
 
