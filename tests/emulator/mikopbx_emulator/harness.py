@@ -110,8 +110,12 @@ class ControlClient:
         return self._call("PUT", f"/control/pbx/{self._q(name)}/modules", rows)
 
     def set_options(self, name: str, **options: Any) -> dict[str, Any]:
-        """Options: localhost_bypass (bool), rate_limit (bool)."""
+        """Options: localhost_bypass (bool), rate_limit (bool), fail2ban (bool)."""
         return self._call("PUT", f"/control/pbx/{self._q(name)}/options", options)
+
+    def unban(self, name: str) -> dict[str, Any]:
+        """Lift a fail2ban ban and reset the login/rate-limit counters of that PBX."""
+        return self._call("DELETE", f"/control/pbx/{self._q(name)}/bans")
 
     def snapshot(self, name: str) -> str:
         return self._call("POST", f"/control/pbx/{self._q(name)}/snapshot", {})["snapshot"]
