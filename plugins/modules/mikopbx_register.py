@@ -240,6 +240,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mikopbx.marketplace.plugins.module_utils import common, register_plan
+from ansible_collections.mikopbx.marketplace.plugins.module_utils.api import LEGACY_ROOT, OPERATIONS, V3_ROOT
 from ansible_collections.mikopbx.marketplace.plugins.module_utils.errors import MikoPBXError
 
 OP_PROCESS = "license.processUserRequest"
@@ -360,16 +361,14 @@ class Registrar:
                 )
             return stored, plan.sends_coupon
 
-        failure_texts = register_plan.licence_failure_texts(messages)
-        if not failure_texts and not messages.get("info"):
-            # 2024.1 answers "result false, no messages" when the key is already stored (a retry after
-            # a timeout, or a concurrent run): read the key to tell that from a real refusal.
-            stored = self.stored_key(fresh=True)
-            if stored == plan.target_key and not plan.sends_coupon:
-                return stored, False
-
-        # The key may have been stored while the coupon failed (both in one request).
+        # One read tells a real refusal from 2024.1's "result false, no messages" for a key that is
+        # already stored (a repeat after a timeout, a concurrent run), and shows whether the key was
+        # stored while only the coupon failed (both travel in one request).
         stored = self.stored_key(fresh=True)
+        silent = not register_plan.licence_failure_texts(messages) and not messages.get("info")
+        if silent and stored == plan.target_key and not plan.sends_coupon:
+            return stored, False
+
         failure = register_plan.explain_licence_failure(
             messages, answer.status, sent_coupon=plan.sends_coupon, code=_numbered(answer.licence_code)
         )
@@ -460,6 +459,7 @@ class Registrar:
             status=status,
             pbx_message=failure.text or None,
             hint=failure.fix,
+            method="POST",
             **extra,
         )
 
@@ -475,6 +475,7 @@ class Registrar:
         status: int | None = None,
         pbx_message: str | None = None,
         hint: str | None = None,
+        method: str | None = None,
     ) -> None:
         err = MikoPBXError(
             msg,
@@ -484,7 +485,8 @@ class Registrar:
             pbx_message=pbx_message,
             hint=hint,
             url=self.client_url(),
-            method="POST",
+            method=method,
+            path=self.process_path() if method else None,
             secrets=getattr(self.client, "secrets", set()),
         )
         extra: dict[str, Any] = dict(changed=changed, error=err.to_dict(), generation=self.client.generation)
@@ -494,6 +496,13 @@ class Registrar:
         for warning in self.warnings:
             self.module.warn(warning)
         self.module.fail_json(msg=err.message, **extra)
+
+    def process_path(self) -> str | None:
+        """The URL path of processUserRequest in this PBX's generation (for the error details)."""
+        route = getattr(OPERATIONS.get(OP_PROCESS), self.client.generation, None)
+        if route is None:
+            return None
+        return (V3_ROOT if self.client.generation == "v3" else LEGACY_ROOT) + route.path
 
     def client_url(self) -> str:
         return str(getattr(self.client, "url", self.module.params.get("url")))

@@ -62,7 +62,9 @@ def test_fc16_wrong_password_fails_host_after_one_login(fleet, run_playbook):
 
 
 @pytest.mark.parametrize("generation", ["v3", "legacy"])
-def test_fc16_login_lockout_is_reported_and_stops_the_host(fleet, run_playbook, generation):
+def test_fc16_login_lockout_is_reported_and_stops_the_host(start_fleet, run_playbook, generation):
+    # Real time: the PBX's 5-minute failed-login window must not run out while the test runs.
+    fleet = start_fleet(count=1, generation=generation, time_scale=1.0)
     host = fleet.first(generation)
     url = fleet.var(host, "mikopbx_url")
     ca = fleet.var(host, "mikopbx_ca_path")

@@ -306,6 +306,7 @@ def test_different_key_is_refused_without_force(fake_http, capsys):
     assert "MIKO-*****-*****-*****-WWWWW" in result["msg"]
     assert "MIKO-*****-*****-*****-DDDDD" in result["msg"]
     assert "force: true" in result["msg"]
+    assert result["error"]["method"] is None  # refused before any write
     assert writes(fake_http) == []
     assert_no_secret(out, KEY, OTHER_KEY)
 
@@ -363,6 +364,7 @@ def test_fc01_unknown_key_is_invalid_key_not_network_v3(fake_http, capsys):
     assert result["failed"] is True
     assert result["error"]["classification"] == "licence:2026"
     assert result["error"]["licence_code"] == 2026
+    assert (result["error"]["method"], result["error"]["path"], result["error"]["status"]) == ("POST", PROCESS_V3, 400)
     assert "does not know this licence key" in result["msg"]
     lowered = result["msg"].lower()
     assert not [w for w in NETWORK_WORDS if w in lowered], result["msg"]
