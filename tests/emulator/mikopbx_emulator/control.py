@@ -60,21 +60,14 @@ def make_control_app(fleet: FleetRuntime) -> web.Application:
         return _json(pbx_of(request).public_state())
 
     async def pbx_requests(request: web.Request) -> web.Response:
-        return _json(list(pbx_of(request).requests))
+        return _json(pbx_of(request).requests.as_list())
 
     async def pbx_requests_clear(request: web.Request) -> web.Response:
         pbx_of(request).requests.clear()
         return _json({"cleared": True})
 
     async def summary(request: web.Request) -> web.Response:
-        out = {}
-        for p in fleet.pbxs.values():
-            c = {"read": 0, "write": 0, "auth": 0, "total": 0}
-            for e in p.requests:
-                c[e["kind"]] = c.get(e["kind"], 0) + 1
-                c["total"] += 1
-            out[p.name] = c
-        return _json(out)
+        return _json({p.name: dict(p.requests.counts) for p in fleet.pbxs.values()})
 
     async def requests_clear_all(request: web.Request) -> web.Response:
         for p in fleet.pbxs.values():

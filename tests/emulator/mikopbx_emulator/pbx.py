@@ -13,6 +13,7 @@ import json
 import re
 import shlex
 import sqlite3
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,6 +96,32 @@ def normalise_row(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class RequestLog:
+    """Per-PBX request log: compact tuples (interned strings) in a bounded deque, plus exact
+    per-kind counters that survive the truncation, so a long benchmark cannot exhaust memory."""
+
+    MAXLEN = 5000
+
+    def __init__(self) -> None:
+        self.entries: collections.deque[tuple[float, str, str, int, str]] = collections.deque(maxlen=self.MAXLEN)
+        self.counts = {"read": 0, "write": 0, "auth": 0, "total": 0}
+
+    def add(self, ts: float, method: str, path: str, status: int, kind: str) -> None:
+        self.entries.append((ts, sys.intern(method), sys.intern(path), status, sys.intern(kind)))
+        self.counts[kind] += 1
+        self.counts["total"] += 1
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.counts = dict.fromkeys(self.counts, 0)
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return [{"ts": t, "method": m, "path": p, "status": st, "kind": k} for t, m, p, st, k in self.entries]
+
+    def __iter__(self) -> Any:
+        return iter(self.as_list())
+
+
 class PBX:
     def __init__(self, fleet: FleetRuntime, state: dict[str, Any], path: Path) -> None:
         self.fleet = fleet
@@ -104,7 +131,7 @@ class PBX:
         self.generation: str = state["generation"]
         self.faults = Faults()
         self.fault_view = FaultView(self.faults, fleet.faults)
-        self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=20000)
+        self.requests = RequestLog()
         # runtime-only state (like Redis on the box)
         self.sessions: dict[str, dict[str, Any]] = {}
         self.refresh_tokens: dict[str, dict[str, Any]] = {}
