@@ -285,6 +285,7 @@ class FleetRuntime:
         except Exception:
             log.exception("%s: internal error on %s %s", pbx.name, request.method, path)
             resp = web.Response(status=500, text="emulator internal error", content_type="text/plain")
+        resp.headers["Server"] = "nginx"
         pbx.requests.add(self.clock.now(), request.method, path, resp.status, kind)
         req_log.info("%s %s %s %d %s %.1fms", pbx.name, request.method, path, resp.status, kind,
                      (time.perf_counter() - t0) * 1000)
