@@ -74,7 +74,7 @@ async def _avail(p: PBX, d: dict[str, Any]) -> R:
     return await p.available_modules()
 
 
-@_r("POST", "modules", "core/getModuleInfo", "write")
+@_r("POST", "modules", "core/getModuleInfo", "read")  # a POST, but it only reads the marketplace
 async def _minfo(p: PBX, d: dict[str, Any]) -> R:
     return await p.module_info(str(d.get("uniqid") or ""))
 
