@@ -39,8 +39,10 @@ try:
 
     HAS_REQUESTS = True
     REQUESTS_IMPORT_ERROR: str | None = None
+    _AuthBase: Any = requests.auth.AuthBase
 except ImportError:  # pragma: no cover - exercised through missing_required_lib
     requests = None  # type: ignore[assignment]
+    _AuthBase = object
     HAS_REQUESTS = False
     REQUESTS_IMPORT_ERROR = traceback.format_exc()
 
@@ -229,11 +231,13 @@ class LoginFailureMemo:
 
 
 def _uid() -> str:
-    getuid = getattr(os, "getuid", None)
-    return str(getuid()) if getuid else "user"
+    try:
+        return str(os.getuid())
+    except AttributeError:  # pragma: no cover - not POSIX
+        return "user"
 
 
-class _HeaderAuth(requests.auth.AuthBase if HAS_REQUESTS else object):  # type: ignore[misc]
+class _HeaderAuth(_AuthBase):
     """Sets our Authorization header, or none.
 
     Passing an explicit auth object keeps ``requests`` from looking up ``~/.netrc`` (which would

@@ -775,7 +775,7 @@ def test_remembered_refusal_expires(fake_http, tmp_path, monkeypatch):
 def test_login_memo_can_be_switched_off(fake_http, monkeypatch):
     monkeypatch.setenv("MIKOPBX_LOGIN_MEMO", "0")
     fake_http.add("POST", LOGIN, Reply(401, json=v3_fail({"error": ["Invalid login or password"]}, "login", 401)))
-    for _ in range(2):
+    for _attempt in range(2):
         with pytest.raises(MikoPBXError):
             client().generation  # noqa: B018
     assert fake_http.count("POST", LOGIN) == 2

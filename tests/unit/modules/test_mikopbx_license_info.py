@@ -132,7 +132,7 @@ def test_v3_bound_key_with_api_key_costs_two_requests(capsys, fake_http):
 
 def test_v3_no_key_is_unbound_without_licence_call(capsys, fake_http):
     fake_http.add("POST", SQL, settings_rows(""))
-    result, _ = run(capsys, v3_args())
+    result = run(capsys, v3_args())[0]
     assert result["binding_status"] == "unbound"
     assert result["has_license_key"] is False
     assert result["license_key_masked"] is None
@@ -166,7 +166,7 @@ def test_v3_licensing_unreachable_is_unknown_with_the_error(capsys, fake_http):
             ),
         ),
     )
-    result, _ = run(capsys, v3_args())
+    result = run(capsys, v3_args())[0]
     assert result["binding_status"] == "unknown"
     assert result["licence_error"]["classification"] == "unreachable"
     assert "443" in result["licence_error"]["hint"]
@@ -231,7 +231,7 @@ def test_legacy_auto_detection_and_licence_2008_at_http_200(capsys, fake_http):
             )
         ),
     )
-    result, _ = run(capsys, login_args())
+    result = run(capsys, login_args())[0]
     assert result["generation"] == "legacy"
     assert result["binding_status"] == "binding_required"
 
@@ -249,7 +249,7 @@ def test_reveal_requires_no_log_and_sends_nothing(capsys, fake_http):
 def test_reveal_with_no_log_returns_the_clear_key(capsys, fake_http):
     fake_http.add("POST", SQL, settings_rows(" miko-aaaaa-bbbbb-ccccc-ddddd "))
     fake_http.add("GET", INFO_V3, Reply(json=v3_ok({"licenseInfo": license_info_string(KEY)})))
-    result, _ = run(capsys, v3_args(reveal_license_key=True), no_log=True)
+    result = run(capsys, v3_args(reveal_license_key=True), no_log=True)[0]
     assert result["license_key"] == KEY
     assert result["license_key_masked"] == "MIKO-*****-*****-*****-DDDDD"
 
@@ -257,7 +257,7 @@ def test_reveal_with_no_log_returns_the_clear_key(capsys, fake_http):
 def test_check_mode_reads_the_same(capsys, fake_http):
     fake_http.add("POST", SQL, settings_rows(KEY))
     fake_http.add("GET", INFO_V3, Reply(json=v3_ok({"licenseInfo": license_info_string(KEY)})))
-    result, _ = run(capsys, v3_args(), check=True)
+    result = run(capsys, v3_args(), check=True)[0]
     assert result["binding_status"] == "ok" and result["changed"] is False
 
 
@@ -282,7 +282,7 @@ def test_certificate_failure_is_reported_as_tls(capsys, fake_http):
             "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate (_ssl.c:1000)"
         ),
     )
-    result, _ = run(capsys, dict(v3_args(), validate_certs=True))
+    result = run(capsys, dict(v3_args(), validate_certs=True))[0]
     assert result["failed"] is True
     assert result["error"]["classification"] == "tls"
     assert "certificate verify failed" in result["msg"]
@@ -322,6 +322,6 @@ def test_legacy_silent_failure_with_healthy_feature_is_unknown(capsys, fake_http
     legacy_pbx(fake_http)
     fake_http.add("GET", INFO_LEGACY, Reply(json=legacy_fail([], "getLicenseInfo")))
     fake_http.add("GET", LEGACY + "license/getMikoPBXFeatureStatus", Reply(json=legacy_ok([], "x")))
-    result, _ = run(capsys, login_args(api_generation="legacy"))
+    result = run(capsys, login_args(api_generation="legacy"))[0]
     assert result["binding_status"] == "unknown"
     assert result["licence_error"]["classification"] == "server"
