@@ -40,43 +40,88 @@ queue_full{count,match}, rate_limit{count,match}.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mikopbx-emulator", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                   help="logging level (one line per request at INFO; secrets are never logged)")
+    p = argparse.ArgumentParser(
+        prog="mikopbx-emulator", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (one line per request at INFO; secrets are never logged)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("fleet", help="run a fleet of emulated PBXs", description=DESCRIPTION, epilog=FLEET_EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    f = sub.add_parser(
+        "fleet",
+        help="run a fleet of emulated PBXs",
+        description=DESCRIPTION,
+        epilog=FLEET_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     f.add_argument("--count", type=int, default=3, help="number of PBXs (pbx-001 ...); default 3")
-    f.add_argument("--generation", choices=["v3", "legacy", "mixed"], default="v3",
-                   help="API generation of new PBXs; mixed alternates v3, legacy, v3, ... (default v3)")
-    f.add_argument("--state-dir", type=Path, default=None,
-                   help="directory for all persistent state (PBXs, licensing service, CA, snapshots); "
-                        "restarting with the same directory keeps ports, passwords, API keys, keys, seats, "
-                        "modules.  Default: a new temporary directory")
-    f.add_argument("--base-port", type=int, default=0,
-                   help="first HTTPS port (pbx-001 gets P, pbx-002 P+1, ...); 0 = ephemeral (default)")
+    f.add_argument(
+        "--generation",
+        choices=["v3", "legacy", "mixed"],
+        default="v3",
+        help="API generation of new PBXs; mixed alternates v3, legacy, v3, ... (default v3)",
+    )
+    f.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="directory for all persistent state (PBXs, licensing service, CA, snapshots); "
+        "restarting with the same directory keeps ports, passwords, API keys, keys, seats, "
+        "modules.  Default: a new temporary directory",
+    )
+    f.add_argument(
+        "--base-port",
+        type=int,
+        default=0,
+        help="first HTTPS port (pbx-001 gets P, pbx-002 P+1, ...); 0 = ephemeral (default)",
+    )
     f.add_argument("--control-port", type=int, default=0, help="control endpoint port; 0 = ephemeral (default)")
-    f.add_argument("--inventory-out", type=Path, default=None,
-                   help="where to write the Ansible inventory (YAML); default <state-dir>/inventory.yml")
-    f.add_argument("--time-scale", type=float, default=1.0,
-                   help="factor applied to every wait (0.01 = 100x faster); default 1.0")
-    f.add_argument("--seed", type=int, default=None,
-                   help="seed for passwords, keys and machine ids (repeatable fleets); default random")
-    f.add_argument("--company-key-on", default=None, metavar="HOSTS",
-                   help="on first start create one company key and apply + bind it on these hosts: comma-separated "
-                        "names or shell patterns, or 'all' (e.g. 'pbx-00[1-5],pbx-010')")
-    f.add_argument("--rate-limit", choices=["on", "off"], default="on",
-                   help="the v3 nginx rate limiter (180/min + 20 burst, then 429 'Too many requests'); default on")
-    f.add_argument("--no-fsync", action="store_true",
-                   help="skip fsync on state writes (faster, loses durability on power loss; for benchmarks)")
+    f.add_argument(
+        "--inventory-out",
+        type=Path,
+        default=None,
+        help="where to write the Ansible inventory (YAML); default <state-dir>/inventory.yml",
+    )
+    f.add_argument(
+        "--time-scale", type=float, default=1.0, help="factor applied to every wait (0.01 = 100x faster); default 1.0"
+    )
+    f.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed for passwords, keys and machine ids (repeatable fleets); default random",
+    )
+    f.add_argument(
+        "--company-key-on",
+        default=None,
+        metavar="HOSTS",
+        help="on first start create one company key and apply + bind it on these hosts: comma-separated "
+        "names or shell patterns, or 'all' (e.g. 'pbx-00[1-5],pbx-010')",
+    )
+    f.add_argument(
+        "--rate-limit",
+        choices=["on", "off"],
+        default="on",
+        help="the v3 nginx rate limiter (180/min + 20 burst, then 429 'Too many requests'); default on",
+    )
+    f.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="skip fsync on state writes (faster, loses durability on power loss; for benchmarks)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.command == "fleet":
         if args.count < 1:
             print("--count must be >= 1", file=sys.stderr)
@@ -84,11 +129,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.time_scale <= 0:
             print("--time-scale must be > 0", file=sys.stderr)
             return 2
-        opts = FleetOptions(count=args.count, generation=args.generation, state_dir=args.state_dir,
-                            base_port=args.base_port, control_port=args.control_port,
-                            inventory_out=args.inventory_out, time_scale=args.time_scale, seed=args.seed,
-                            company_key_on=args.company_key_on, rate_limit=args.rate_limit == "on",
-                            fsync=not args.no_fsync)
+        opts = FleetOptions(
+            count=args.count,
+            generation=args.generation,
+            state_dir=args.state_dir,
+            base_port=args.base_port,
+            control_port=args.control_port,
+            inventory_out=args.inventory_out,
+            time_scale=args.time_scale,
+            seed=args.seed,
+            company_key_on=args.company_key_on,
+            rate_limit=args.rate_limit == "on",
+            fsync=not args.no_fsync,
+        )
         try:
             return asyncio.run(run_fleet(opts))
         except KeyboardInterrupt:

@@ -19,8 +19,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=json.dumps(obj, ensure_ascii=False).encode(),
-                        content_type="application/json")
+    return web.Response(
+        status=status, body=json.dumps(obj, ensure_ascii=False).encode(), content_type="application/json"
+    )
 
 
 def _err(status: int, msg: str) -> web.Response:
@@ -34,8 +35,9 @@ async def _body(request: web.Request) -> Any:
     try:
         return json.loads(raw)
     except ValueError as e:
-        raise web.HTTPBadRequest(text=json.dumps({"error": f"invalid JSON: {e}"}),
-                                 content_type="application/json") from e
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"invalid JSON: {e}"}), content_type="application/json"
+        ) from e
 
 
 def make_control_app(fleet: FleetRuntime) -> web.Application:
@@ -50,8 +52,18 @@ def make_control_app(fleet: FleetRuntime) -> web.Application:
         return p
 
     async def fleet_list(request: web.Request) -> web.Response:
-        return _json([{"name": p.name, "url": p.url, "generation": p.generation, "machine_id": p.machine_id,
-                       "version": p.settings["PBXVersion"]} for p in fleet.pbxs.values()])
+        return _json(
+            [
+                {
+                    "name": p.name,
+                    "url": p.url,
+                    "generation": p.generation,
+                    "machine_id": p.machine_id,
+                    "version": p.settings["PBXVersion"],
+                }
+                for p in fleet.pbxs.values()
+            ]
+        )
 
     async def inventory(request: web.Request) -> web.Response:
         return _json(fleet.inventory())
@@ -164,9 +176,15 @@ def make_control_app(fleet: FleetRuntime) -> web.Application:
         if key is not None and (not key_well_formed(str(key)) or key in fleet.licensing.companies):
             return _err(400, "key must be a new MIKO-XXXXX-XXXXX-XXXXX-XXXXX value")
         key = fleet.licensing.create_company(
-            str(body.get("companyname") or "Example LLC"), email=str(body.get("email") or ""),
-            contact=str(body.get("contact") or ""), tel=str(body.get("tel") or ""), inn=str(body.get("inn") or ""),
-            seats=int(body.get("seats") or 10), products=body.get("products") or [], key=key)
+            str(body.get("companyname") or "Example LLC"),
+            email=str(body.get("email") or ""),
+            contact=str(body.get("contact") or ""),
+            tel=str(body.get("tel") or ""),
+            inn=str(body.get("inn") or ""),
+            seats=int(body.get("seats") or 10),
+            products=body.get("products") or [],
+            key=key,
+        )
         return _json({"key": key})
 
     async def companies_get(request: web.Request) -> web.Response:
@@ -202,9 +220,14 @@ def make_control_app(fleet: FleetRuntime) -> web.Application:
     async def coupons_post(request: web.Request) -> web.Response:
         body = await _body(request)
         code = fleet.licensing.create_coupon(
-            product_id=int(body.get("product_id", 11)), feature_id=int(body.get("feature_id", 33)),
-            add_count=int(body.get("add_count", 1)), expired=str(body.get("expired") or ""),
-            for_key=body.get("for_key"), state=str(body.get("state") or "new"), code=body.get("code"))
+            product_id=int(body.get("product_id", 11)),
+            feature_id=int(body.get("feature_id", 33)),
+            add_count=int(body.get("add_count", 1)),
+            expired=str(body.get("expired") or ""),
+            for_key=body.get("for_key"),
+            state=str(body.get("state") or "new"),
+            code=body.get("code"),
+        )
         return _json({"coupon": code, **fleet.licensing.coupons[code]})
 
     async def clock_advance(request: web.Request) -> web.Response:

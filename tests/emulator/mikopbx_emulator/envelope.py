@@ -29,8 +29,14 @@ def _finish(pbx: PBX, payload: dict[str, Any], status: int, headers: dict[str, s
 
 
 def v3(pbx: PBX, r: R, headers: dict[str, str] | None = None) -> web.Response:
-    payload: dict[str, Any] = {"result": r.result, "data": r.data, "messages": r.messages,
-                               "function": r.function, "processor": r.processor, "pid": pbx.pid()}
+    payload: dict[str, Any] = {
+        "result": r.result,
+        "data": r.data,
+        "messages": r.messages,
+        "function": r.function,
+        "processor": r.processor,
+        "pid": pbx.pid(),
+    }
     if r.http_code is not None:
         payload["httpCode"] = r.http_code
     payload.update(r.extra)
@@ -43,8 +49,14 @@ def raw_v3(pbx: PBX, payload: dict[str, Any], status: int = 200) -> web.Response
 
 
 def v3_error(pbx: PBX, status: int, message: str, function: str = "") -> web.Response:
-    payload = {"result": False, "data": [], "messages": {"error": [message]}, "function": function,
-               "processor": "", "pid": pbx.pid()}
+    payload = {
+        "result": False,
+        "data": [],
+        "messages": {"error": [message]},
+        "function": function,
+        "processor": "",
+        "pid": pbx.pid(),
+    }
     return _finish(pbx, payload, status)
 
 
@@ -57,9 +69,15 @@ def v3_405(pbx: PBX, message: str) -> web.Response:
 
 
 def legacy(pbx: PBX, r: R) -> web.Response:
-    payload: dict[str, Any] = {"jsonapi": {"version": "1.0"}, "result": r.result, "data": r.data,
-                               "messages": r.messages, "function": r.function, "processor": r.processor,
-                               "pid": pbx.pid()}
+    payload: dict[str, Any] = {
+        "jsonapi": {"version": "1.0"},
+        "result": r.result,
+        "data": r.data,
+        "messages": r.messages,
+        "function": r.function,
+        "processor": r.processor,
+        "pid": pbx.pid(),
+    }
     return _finish(pbx, payload, 200)
 
 

@@ -46,8 +46,12 @@ class ControlClient:
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base_url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data is not None else {})
+        req = urllib.request.Request(
+            self.base_url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"} if data is not None else {},
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw = resp.read()
@@ -121,17 +125,31 @@ class ControlClient:
         return self._call("POST", f"/control/pbx/{self._q(name)}/snapshot", {})["snapshot"]
 
     def restore(self, name: str, snapshot: str, new_machine: bool = False) -> dict[str, Any]:
-        return self._call("POST", f"/control/pbx/{self._q(name)}/restore",
-                          {"snapshot": snapshot, "new_machine": new_machine})
+        return self._call(
+            "POST", f"/control/pbx/{self._q(name)}/restore", {"snapshot": snapshot, "new_machine": new_machine}
+        )
 
     def license_check(self, name: str) -> dict[str, Any]:
         return self._call("POST", f"/control/pbx/{self._q(name)}/license-check", {})
 
     # --- licensing service / cabinet
-    def create_company(self, companyname: str = "Example LLC", email: str = "", contact: str = "",
-                       seats: int = 10, products: list[dict[str, Any]] | None = None, **extra: Any) -> str:
-        body = {"companyname": companyname, "email": email, "contact": contact, "seats": seats,
-                "products": products or [], **extra}
+    def create_company(
+        self,
+        companyname: str = "Example LLC",
+        email: str = "",
+        contact: str = "",
+        seats: int = 10,
+        products: list[dict[str, Any]] | None = None,
+        **extra: Any,
+    ) -> str:
+        body = {
+            "companyname": companyname,
+            "email": email,
+            "contact": contact,
+            "seats": seats,
+            "products": products or [],
+            **extra,
+        }
         return self._call("POST", "/control/licensing/companies", body)["key"]
 
     def companies(self) -> list[dict[str, Any]]:
@@ -163,8 +181,15 @@ class ControlClient:
 
 
 class Fleet:
-    def __init__(self, proc: subprocess.Popen[bytes], state_dir: Path, inventory_path: Path,
-                 log_path: Path, log_file: Any, start_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        state_dir: Path,
+        inventory_path: Path,
+        log_path: Path,
+        log_file: Any,
+        start_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         self.proc = proc
         self.start_kwargs = dict(start_kwargs or {})
         self.state_dir = state_dir
@@ -179,11 +204,24 @@ class Fleet:
         self.control = ControlClient(self.control_url)
 
     @classmethod
-    def start(cls, count: int = 3, generation: str = "v3", state_dir: str | os.PathLike[str] | None = None,
-              time_scale: float = 1.0, seed: int | None = None, base_port: int = 0, control_port: int = 0,
-              company_key_on: str | None = None, inventory_out: str | os.PathLike[str] | None = None,
-              rate_limit: bool = True, fsync: bool = True, extra_args: list[str] | None = None,
-              timeout: float = 60.0, python: str | None = None, env: dict[str, str] | None = None) -> Fleet:
+    def start(
+        cls,
+        count: int = 3,
+        generation: str = "v3",
+        state_dir: str | os.PathLike[str] | None = None,
+        time_scale: float = 1.0,
+        seed: int | None = None,
+        base_port: int = 0,
+        control_port: int = 0,
+        company_key_on: str | None = None,
+        inventory_out: str | os.PathLike[str] | None = None,
+        rate_limit: bool = True,
+        fsync: bool = True,
+        extra_args: list[str] | None = None,
+        timeout: float = 60.0,
+        python: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Fleet:
         sd = Path(state_dir) if state_dir is not None else Path(tempfile.mkdtemp(prefix="mikopbx-fleet-"))
         sd.mkdir(parents=True, exist_ok=True)
         sd = sd.resolve()
@@ -193,10 +231,28 @@ class Fleet:
                 stale.unlink()
             except FileNotFoundError:
                 pass
-        cmd = [python or sys.executable, "-m", "mikopbx_emulator", "fleet", "--count", str(count),
-               "--generation", generation, "--state-dir", str(sd), "--time-scale", repr(float(time_scale)),
-               "--base-port", str(base_port), "--control-port", str(control_port), "--inventory-out", str(inv),
-               "--rate-limit", "on" if rate_limit else "off"]
+        cmd = [
+            python or sys.executable,
+            "-m",
+            "mikopbx_emulator",
+            "fleet",
+            "--count",
+            str(count),
+            "--generation",
+            generation,
+            "--state-dir",
+            str(sd),
+            "--time-scale",
+            repr(float(time_scale)),
+            "--base-port",
+            str(base_port),
+            "--control-port",
+            str(control_port),
+            "--inventory-out",
+            str(inv),
+            "--rate-limit",
+            "on" if rate_limit else "off",
+        ]
         if seed is not None:
             cmd += ["--seed", str(seed)]
         if company_key_on:
@@ -211,8 +267,9 @@ class Fleet:
         pkg_root = str(Path(__file__).resolve().parent.parent)
         penv["PYTHONPATH"] = pkg_root + (os.pathsep + penv["PYTHONPATH"] if penv.get("PYTHONPATH") else "")
         penv.setdefault("PYTHONUNBUFFERED", "1")
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=penv)
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=penv
+        )
         deadline = time.monotonic() + timeout
         while True:
             if inv.exists() and (sd / "inventory.json").exists():
@@ -220,18 +277,34 @@ class Fleet:
             rc = proc.poll()
             if rc is not None:
                 log_file.close()
-                raise FleetError(f"emulator exited with code {rc} before it was ready; "
-                                 f"last log lines ({log_path}):\n{_tail(log_path)}")
+                raise FleetError(
+                    f"emulator exited with code {rc} before it was ready; "
+                    f"last log lines ({log_path}):\n{_tail(log_path)}"
+                )
             if time.monotonic() > deadline:
                 _terminate(proc)
                 log_file.close()
-                raise FleetError(f"emulator not ready after {timeout:.0f}s; last log lines ({log_path}):\n"
-                                 f"{_tail(log_path)}")
+                raise FleetError(
+                    f"emulator not ready after {timeout:.0f}s; last log lines ({log_path}):\n{_tail(log_path)}"
+                )
             time.sleep(0.05)
-        kwargs = {"count": count, "generation": generation, "state_dir": sd, "time_scale": time_scale, "seed": seed,
-                  "base_port": base_port, "control_port": control_port, "company_key_on": company_key_on,
-                  "inventory_out": inventory_out, "rate_limit": rate_limit, "fsync": fsync,
-                  "extra_args": extra_args, "timeout": timeout, "python": python, "env": env}
+        kwargs = {
+            "count": count,
+            "generation": generation,
+            "state_dir": sd,
+            "time_scale": time_scale,
+            "seed": seed,
+            "base_port": base_port,
+            "control_port": control_port,
+            "company_key_on": company_key_on,
+            "inventory_out": inventory_out,
+            "rate_limit": rate_limit,
+            "fsync": fsync,
+            "extra_args": extra_args,
+            "timeout": timeout,
+            "python": python,
+            "env": env,
+        }
         return cls(proc, sd, inv, log_path, log_file, kwargs)
 
     def restart(self, *, kill: bool = False, **overrides: Any) -> Fleet:

@@ -93,7 +93,7 @@ def rate_limited(pbx: PBX, request: web.Request) -> bool:
         hits.popleft()
     hits.append(now)
     if len(hits) > RATE_PER_MIN + RATE_BURST:
-        pbx.rate_blocked_until = now + min(3600, 300 * 2 ** pbx.rate_offences)
+        pbx.rate_blocked_until = now + min(3600, 300 * 2**pbx.rate_offences)
         pbx.rate_offences += 1
         hits.clear()
         return True
@@ -140,9 +140,15 @@ def _background(pbx: PBX, factory: Callable[[], Coroutine[Any, Any, R]]) -> None
     task.add_done_callback(pbx.fleet.background.discard)
 
 
-async def run_worker(pbx: PBX, path: str, factory: Callable[[], Coroutine[Any, Any, R]],
-                     respond: Callable[[R], web.Response], request: web.Request | None = None,
-                     action: str = "", processor: str = "") -> web.Response:
+async def run_worker(
+    pbx: PBX,
+    path: str,
+    factory: Callable[[], Coroutine[Any, Any, R]],
+    respond: Callable[[R], web.Response],
+    request: web.Request | None = None,
+    action: str = "",
+    processor: str = "",
+) -> web.Response:
     """Queue -> worker -> answer, with the generation's wait limit and the count faults."""
     fv = pbx.fault_view
     v3 = pbx.generation == "v3"
@@ -153,14 +159,17 @@ async def run_worker(pbx: PBX, path: str, factory: Callable[[], Coroutine[Any, A
         if v3:
             return envelope.raw_v3(pbx, {"success": True, "processor": processor, "action": action})
         from .pbx import R
-        return respond(R(True, [], {"info": [f"The async job {action} started on channel {channel}"]},
-                         action, processor))
+
+        return respond(
+            R(True, [], {"info": [f"The async job {action} started on channel {channel}"]}, action, processor)
+        )
     if fv.consume("queue_full", path):
         if v3:
             return envelope.v3_error(pbx, 503, texts.QUEUE_FULL)
         return envelope.legacy_errors(pbx, 503, texts.QUEUE_FULL)
     if fv.consume("db_locked", path):
         from .pbx import R
+
         return respond(R(False, [], {"error": [texts.DB_LOCKED]}))
     wait = WORKER_WAIT[pbx.generation]
     wt = fv.consume("worker_timeout", path)

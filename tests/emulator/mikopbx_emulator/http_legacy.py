@@ -31,6 +31,7 @@ def _r(verb: str, res: str, action: str, kind: str) -> Callable[[Action], Action
     def deco(fn: Action) -> Action:
         ROUTES[(verb, res, action)] = (fn, kind)
         return fn
+
     return deco
 
 
@@ -87,8 +88,11 @@ async def _enable(p: PBX, d: dict[str, Any]) -> R:
 @_r("POST", "modules", "core/disableModule", "write")
 async def _disable(p: PBX, d: dict[str, Any]) -> R:
     reason = d.get("reason")
-    return await p.disable_module(str(d.get("uniqid") or ""), None if reason is None else str(reason),
-                                  None if d.get("reasonText") is None else str(d.get("reasonText")))
+    return await p.disable_module(
+        str(d.get("uniqid") or ""),
+        None if reason is None else str(reason),
+        None if d.get("reasonText") is None else str(d.get("reasonText")),
+    )
 
 
 @_r("GET", "sysinfo", "getInfo", "read")
@@ -115,6 +119,7 @@ def _unknown_sysinfo(action: str) -> Action:
     async def fn(p: PBX, d: dict[str, Any]) -> R:
         proc = "MikoPBX\\PBXCoreREST\\Lib\\SysinfoManagementProcessor"
         return R(False, [], {"error": [texts.unknown_action(action, proc)]}, action, proc + "::callBack")
+
     return fn
 
 
@@ -153,8 +158,7 @@ async def handle_api(pbx: PBX, request: web.Request, path: str) -> tuple[web.Res
 
     action = m.group("action").rsplit("/", 1)[-1] if m else ""
     processor = f"MikoPBX\\PBXCoreREST\\Lib\\{m.group('res').capitalize() if m else ''}ManagementProcessor::callBack"
-    return await run_worker(pbx, path, factory, lambda r: envelope.legacy(pbx, r), request, action,
-                            processor), kind
+    return await run_worker(pbx, path, factory, lambda r: envelope.legacy(pbx, r), request, action, processor), kind
 
 
 def _redirect(location: str) -> web.Response:
@@ -189,14 +193,16 @@ async def handle_admin(pbx: PBX, request: web.Request, path: str) -> tuple[web.R
             return _redirect(LOGIN_PAGE), "read"
         return web.Response(text=pbx.admin_modules_page(), content_type="text/html"), "read"
     kind = "read" if request.method == "GET" else "write"
-    return web.Response(status=404, text="<html><body><h1>404 Not Found</h1></body></html>",
-                        content_type="text/html"), kind
+    return web.Response(
+        status=404, text="<html><body><h1>404 Not Found</h1></body></html>", content_type="text/html"
+    ), kind
 
 
 def _admin_authorised(pbx: PBX, request: web.Request) -> bool:
     if pbx.generation == "legacy":
         return session_of(pbx, request) is not None
     from .http_v3 import decode_jwt
+
     header = request.headers.get("Authorization", "")
     return header.startswith("Bearer ") and decode_jwt(pbx, header[7:].strip()) is not None
 
@@ -211,8 +217,10 @@ async def _session_start(pbx: PBX, request: web.Request, xhr: bool) -> web.Respo
     ok = False
     if left < 0:
         msg = texts.LEGACY_TOO_MANY
-    elif str(data.get("login") or "") == pbx.settings["WebAdminLogin"] and \
-            str(data.get("password") or "") == pbx.state["password"]:
+    elif (
+        str(data.get("login") or "") == pbx.settings["WebAdminLogin"]
+        and str(data.get("password") or "") == pbx.state["password"]
+    ):
         ok = True
         msg = ""
     else:
@@ -224,8 +232,9 @@ async def _session_start(pbx: PBX, request: web.Request, xhr: bool) -> web.Respo
     sid = pbx.fleet.ids.hex(26)
     pbx.sessions[sid] = {"expires": now + SESSION_TTL, "login": str(data.get("login"))}
     if xhr:
-        resp: web.Response = web.json_response({"success": True, "reload": "/admin-cabinet/extensions/index",
-                                                "message": []})
+        resp: web.Response = web.json_response(
+            {"success": True, "reload": "/admin-cabinet/extensions/index", "message": []}
+        )
     else:
         resp = _redirect("/admin-cabinet/extensions/index")
     resp.headers.add("Set-Cookie", f"PHPSESSID={sid}; path=/; HttpOnly")

@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from .pbx import PBX
 
 PREFIX = "/pbxcore/api/v3/"
-PATH_RE = re.compile(r"^/pbxcore/api/v3/(?P<res>[a-z0-9-]+)(?:/(?P<id>[^/:]+))?"
-                     r"(?::(?P<method>[A-Za-z][A-Za-z0-9]*))?/?$")
+PATH_RE = re.compile(
+    r"^/pbxcore/api/v3/(?P<res>[a-z0-9-]+)(?:/(?P<id>[^/:]+))?"
+    r"(?::(?P<method>[A-Za-z][A-Za-z0-9]*))?/?$"
+)
 ACCESS_TTL = 900
 LEEWAY = 600
 REFRESH_TTL = 30 * 86400
@@ -29,8 +31,10 @@ LOGIN_WINDOW = 300
 LOGIN_MAX_FAILURES = 10
 REFRESH_MAX = 100
 DENY_PREFIXES = ("/pbxcore/api/nchan", "/pbxcore/api/user-page-tracker")
-ID_SEGMENT = re.compile(r"^(\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-                        r"|[A-Z]+-[A-Z0-9-]*\d[A-Z0-9-]*)$")
+ID_SEGMENT = re.compile(
+    r"^(\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|[A-Z]+-[A-Z0-9-]*\d[A-Z0-9-]*)$"
+)
 
 Handler = Callable[["Ctx"], Awaitable[web.Response]]
 
@@ -60,14 +64,23 @@ ROUTES: dict[tuple[str, str | None, bool], dict[str, Route]] = {}
 RESOURCES: dict[str, str] = {}  # resource -> processor class for "Unknown action" answers
 
 
-def route(res: str, method: str | None, verbs: str, *, kind: str | None = None, public: bool = False,
-          with_id: bool = False, worker: bool = True) -> Callable[[Handler], Handler]:
+def route(
+    res: str,
+    method: str | None,
+    verbs: str,
+    *,
+    kind: str | None = None,
+    public: bool = False,
+    with_id: bool = False,
+    worker: bool = True,
+) -> Callable[[Handler], Handler]:
     def deco(fn: Handler) -> Handler:
         vs = tuple(verbs.split(","))
         k = kind or ("read" if vs == ("GET",) else "write")
         for v in vs:
             ROUTES.setdefault((res, method, with_id), {})[v] = Route(vs, fn, k, public, worker)
         return fn
+
     return deco
 
 
@@ -115,8 +128,12 @@ def decode_jwt(pbx: PBX, token: str) -> dict[str, Any] | None:
     if token.count(".") != 2:
         return None
     try:
-        payload = jwt.decode(token, pbx.settings["JWTSecret"], algorithms=["HS256"],
-                             options={"verify_exp": False, "verify_nbf": False, "verify_iat": False})
+        payload = jwt.decode(
+            token,
+            pbx.settings["JWTSecret"],
+            algorithms=["HS256"],
+            options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
+        )
     except jwt.PyJWTError:
         return None
     now = pbx.now()
@@ -130,8 +147,7 @@ def decode_jwt(pbx: PBX, token: str) -> dict[str, Any] | None:
 
 def make_jwt(pbx: PBX, login: str, language: str = "en") -> str:
     now = int(pbx.now())
-    payload = {"userId": login, "role": "admins", "language": language, "iat": now, "exp": now + ACCESS_TTL,
-               "nbf": now}
+    payload = {"userId": login, "role": "admins", "language": language, "iat": now, "exp": now + ACCESS_TTL, "nbf": now}
     return jwt.encode(payload, pbx.settings["JWTSecret"], algorithm="HS256", headers={"typ": "JWT"})
 
 
@@ -174,10 +190,20 @@ async def handle(pbx: PBX, request: web.Request, path: str) -> tuple[web.Respons
         return envelope.v3_error(pbx, 401, texts.NOT_AUTHENTICATED), kind
     if rt is None:
         if method is None:
-            action = {"GET": "getRecord" if rid else "getList", "POST": "create", "PUT": "update",
-                      "PATCH": "patch", "DELETE": "delete"}.get(request.method, "getList")
-            r = R(False, [], {"error": [texts.unknown_action(action, RESOURCES[res])]}, action,
-                  RESOURCES[res] + "::callBack")
+            action = {
+                "GET": "getRecord" if rid else "getList",
+                "POST": "create",
+                "PUT": "update",
+                "PATCH": "patch",
+                "DELETE": "delete",
+            }.get(request.method, "getList")
+            r = R(
+                False,
+                [],
+                {"error": [texts.unknown_action(action, RESOURCES[res])]},
+                action,
+                RESOURCES[res] + "::callBack",
+            )
             return envelope.v3(pbx, r), kind
         return envelope.v3_405(pbx, texts.method_not_allowed(method, request.method)), kind
     if request.method not in rt.verbs:
@@ -195,8 +221,9 @@ async def handle(pbx: PBX, request: web.Request, path: str) -> tuple[web.Respons
     async def factory() -> R:
         return await _call(rt.handler, ctx)
 
-    return await run_worker(pbx, path, factory, respond(pbx), request, method or res,
-                            RESOURCES[res] + "::callBack"), kind
+    return await run_worker(
+        pbx, path, factory, respond(pbx), request, method or res, RESOURCES[res] + "::callBack"
+    ), kind
 
 
 async def _call(handler: Handler, ctx: Ctx) -> Any:
@@ -208,10 +235,16 @@ def _kind_by_verb(request: web.Request) -> str:
 
 
 # ---------------------------------------------------------------- resources
-for _res, _proc in {"auth": NS + "Auth\\AuthManagementProcessor", "system": NS + "SystemManagementProcessor",
-                    "sysinfo": NS + "SysinfoManagementProcessor", "network": NS + "NetworkManagementProcessor",
-                    "license": P_LIC, "modules": P_MOD, "api-keys": NS + "ApiKeysManagementProcessor",
-                    "general-settings": NS + "GeneralSettingsManagementProcessor"}.items():
+for _res, _proc in {
+    "auth": NS + "Auth\\AuthManagementProcessor",
+    "system": NS + "SystemManagementProcessor",
+    "sysinfo": NS + "SysinfoManagementProcessor",
+    "network": NS + "NetworkManagementProcessor",
+    "license": P_LIC,
+    "modules": P_MOD,
+    "api-keys": NS + "ApiKeysManagementProcessor",
+    "general-settings": NS + "GeneralSettingsManagementProcessor",
+}.items():
     RESOURCES[_res] = _proc
 
 
@@ -250,8 +283,13 @@ async def auth_login(ctx: Ctx) -> web.Response:
         refresh = pbx.fleet.ids.hex(64)
         pbx.refresh_tokens[refresh] = {"expires": now + REFRESH_TTL, "login": str(login), "remember": remember}
         access = make_jwt(pbx, str(login), str(ctx.data.get("language") or "en"))
-        r = R(True, {"accessToken": access, "tokenType": "Bearer", "expiresIn": ACCESS_TTL, "login": str(login)},
-              [], fn, pr)
+        r = R(
+            True,
+            {"accessToken": access, "tokenType": "Bearer", "expiresIn": ACCESS_TTL, "login": str(login)},
+            [],
+            fn,
+            pr,
+        )
         r.extra["__cookie"] = _cookie(refresh, remember=remember, pbx=pbx)
         return r
 
@@ -284,8 +322,18 @@ async def auth_refresh(ctx: Ctx) -> web.Response:
         if rec is None or rec["expires"] < now:
             return R(False, [], {"error": [texts.AUTH_REFRESH_EXPIRED]}, fn, pr, 401)
         rec["last_used"] = now  # not rotated
-        return R(True, {"accessToken": make_jwt(pbx, rec["login"]), "tokenType": "Bearer",
-                        "expiresIn": ACCESS_TTL, "homePage": "/admin-cabinet/extensions/index"}, [], fn, pr)
+        return R(
+            True,
+            {
+                "accessToken": make_jwt(pbx, rec["login"]),
+                "tokenType": "Bearer",
+                "expiresIn": ACCESS_TTL,
+                "homePage": "/admin-cabinet/extensions/index",
+            },
+            [],
+            fn,
+            pr,
+        )
 
     return await run_worker(pbx, ctx.path, work, respond(pbx))
 
@@ -408,8 +456,9 @@ async def mod_enable(ctx: Ctx) -> R:
 async def mod_disable(ctx: Ctx) -> R:
     reason = ctx.data.get("reason")
     text = ctx.data.get("reasonText")
-    return await ctx.pbx.disable_module(str(ctx.id), "" if reason is None else str(reason),
-                                        None if text is None else str(text))
+    return await ctx.pbx.disable_module(
+        str(ctx.id), "" if reason is None else str(reason), None if text is None else str(text)
+    )
 
 
 # ---------------------------------------------------------------- api keys
@@ -420,11 +469,21 @@ PATH_OK = re.compile(r"^/api/v[0-9]+/[a-z0-9-]+(/[a-z0-9-]+)*$")
 def _key_record(rec: dict[str, Any]) -> dict[str, Any]:
     k = rec["key"]
     paths = rec.get("allowed_paths") or {}
-    return {"id": str(rec["id"]), "description": rec["description"], "created_at": rec.get("created_at", ""),
-            "last_used_at": rec.get("last_used_at", ""), "networkfilterid": rec.get("networkfilterid", "none"),
-            "key_display": f"{k[:5]}...{k[-5:]}", "full_permissions": bool(rec.get("full_permissions")),
-            "allowed_paths": paths or {}, "has_key": True, "allowed_paths_count": len(paths),
-            "networkfilter_represent": "", "has_network_filter": False, "represent": rec["description"]}
+    return {
+        "id": str(rec["id"]),
+        "description": rec["description"],
+        "created_at": rec.get("created_at", ""),
+        "last_used_at": rec.get("last_used_at", ""),
+        "networkfilterid": rec.get("networkfilterid", "none"),
+        "key_display": f"{k[:5]}...{k[-5:]}",
+        "full_permissions": bool(rec.get("full_permissions")),
+        "allowed_paths": paths or {},
+        "has_key": True,
+        "allowed_paths_count": len(paths),
+        "networkfilter_represent": "",
+        "has_network_filter": False,
+        "represent": rec["description"],
+    }
 
 
 @route("api-keys", "generateKey", "POST")
@@ -434,8 +493,7 @@ async def keys_generate(ctx: Ctx) -> R:
 
 @route("api-keys", None, "GET")
 async def keys_list(ctx: Ctx) -> R:
-    return R(True, [_key_record(k) for k in ctx.pbx.state["api_keys"]], [], "getList",
-             proc(P_KEYS + "GetListAction"))
+    return R(True, [_key_record(k) for k in ctx.pbx.state["api_keys"]], [], "getList", proc(P_KEYS + "GetListAction"))
 
 
 @route("api-keys", None, "GET,PUT,PATCH,DELETE", with_id=True)
@@ -445,8 +503,14 @@ async def keys_one(ctx: Ctx) -> R:
     verb = ctx.request.method
     fn = {"GET": "getRecord", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[verb]
     if not recs:
-        return R(False, [], {"error": [f"API key {ctx.id} not found"]}, fn, proc(P_KEYS + "GetRecordAction"),
-                 None if verb == "GET" else 404)
+        return R(
+            False,
+            [],
+            {"error": [f"API key {ctx.id} not found"]},
+            fn,
+            proc(P_KEYS + "GetRecordAction"),
+            None if verb == "GET" else 404,
+        )
     rec = recs[0]
     if verb == "GET":
         return R(True, _key_record(rec), [], fn, proc(P_KEYS + "GetRecordAction"))
@@ -496,9 +560,14 @@ def _apply_key_fields(rec: dict[str, Any], data: dict[str, Any], *, partial: boo
 @route("api-keys", None, "POST")
 async def keys_create(ctx: Ctx) -> R:
     pbx = ctx.pbx
-    rec: dict[str, Any] = {"id": pbx.state.get("next_key_id", 2), "key": "", "full_permissions": False,
-                           "allowed_paths": {}, "networkfilterid": "none",
-                           "created_at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(pbx.now()))}
+    rec: dict[str, Any] = {
+        "id": pbx.state.get("next_key_id", 2),
+        "key": "",
+        "full_permissions": False,
+        "allowed_paths": {},
+        "networkfilterid": "none",
+        "created_at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(pbx.now())),
+    }
     err = _apply_key_fields(rec, ctx.data, partial=False)
     if err:
         return R(False, [], {"error": [err]}, "create", proc(P_KEYS + "SaveRecordAction"))
@@ -524,16 +593,26 @@ def _visible(pbx: PBX) -> dict[str, str]:
 
 @route("general-settings", None, "GET")
 async def gs_get(ctx: Ctx) -> R:
-    return R(True, {"settings": _visible(ctx.pbx), "codecs": [], "passwordValidation": {}}, [], "getList",
-             proc(P_GS + "GetSettingsAction"))
+    return R(
+        True,
+        {"settings": _visible(ctx.pbx), "codecs": [], "passwordValidation": {}},
+        [],
+        "getList",
+        proc(P_GS + "GetSettingsAction"),
+    )
 
 
 @route("general-settings", None, "GET", with_id=True)
 async def gs_get_one(ctx: Ctx) -> R:
     name = str(ctx.id)
     if name in HIDDEN_SETTINGS:
-        return R(False, [], {"error": [f"Setting '{name}' is not accessible through this API"]}, "getRecord",
-                 proc(P_GS + "GetSettingsAction"))
+        return R(
+            False,
+            [],
+            {"error": [f"Setting '{name}' is not accessible through this API"]},
+            "getRecord",
+            proc(P_GS + "GetSettingsAction"),
+        )
     if name not in ctx.pbx.settings:
         return R(False, [], {"error": [f"Setting '{name}' not found"]}, "getRecord", proc(P_GS + "GetSettingsAction"))
     return R(True, {name: ctx.pbx.settings[name]}, [], "getRecord", proc(P_GS + "GetSettingsAction"))
@@ -562,5 +641,6 @@ async def handle_module_route(pbx: PBX, request: web.Request, path: str) -> web.
     parts = path.rstrip("/").split("/")
     action = parts[-1] if len(parts) > 5 else ""
     processor = NS + "PbxExtensionsProcessor"
-    return envelope.v3(pbx, R(False, [], {"error": [texts.unknown_action(action, processor)]}, action,
-                              processor + "::callBack"))
+    return envelope.v3(
+        pbx, R(False, [], {"error": [texts.unknown_action(action, processor)]}, action, processor + "::callBack")
+    )

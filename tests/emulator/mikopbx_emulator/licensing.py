@@ -38,24 +38,84 @@ class LicError(Exception):
 # Module catalogue of the emulated releases server.  Product/feature ids of commercial modules are
 # invented (the real ids are not public); free modules have 0.
 DEFAULT_CATALOGUE: list[dict[str, Any]] = [
-    {"uniqid": "ModuleUsersUI", "name": "Users and access rights", "developer": "MIKO",
-     "description": "Web interface users with roles", "version": "1.3.2", "min_pbx_version": "2024.1.1",
-     "commercial": 1, "lic_product_id": 101, "lic_feature_id": 201, "release_id": 5101, "size": 2345678},
-    {"uniqid": "ModuleBitrix24Integration", "name": "Bitrix24 integration", "developer": "MIKO",
-     "description": "CRM integration", "version": "2.4.0", "min_pbx_version": "2024.1.1",
-     "commercial": 1, "lic_product_id": 102, "lic_feature_id": 202, "release_id": 5102, "size": 3456789},
-    {"uniqid": "ModuleAutoDialer", "name": "Auto dialer", "developer": "MIKO",
-     "description": "Outbound campaigns", "version": "1.1.5", "min_pbx_version": "2024.1.1",
-     "commercial": 1, "lic_product_id": 103, "lic_feature_id": 203, "release_id": 5103, "size": 1234567},
-    {"uniqid": "ModuleQueueCallBack", "name": "Queue call back", "developer": "MIKO",
-     "description": "Call back from queues", "version": "1.0.9", "min_pbx_version": "2024.1.1",
-     "commercial": 1, "lic_product_id": 104, "lic_feature_id": 204, "release_id": 5104, "size": 987654},
-    {"uniqid": "ModuleTemplate", "name": "Module template", "developer": "MIKO",
-     "description": "Example module", "version": "1.0.0", "min_pbx_version": "2024.1.1",
-     "commercial": 0, "lic_product_id": 0, "lic_feature_id": 0, "release_id": 5105, "size": 123456},
-    {"uniqid": "ModuleBackup", "name": "Backup", "developer": "MIKO",
-     "description": "Backups", "version": "1.6.1", "min_pbx_version": "2024.1.1",
-     "commercial": 0, "lic_product_id": 0, "lic_feature_id": 0, "release_id": 5106, "size": 654321},
+    {
+        "uniqid": "ModuleUsersUI",
+        "name": "Users and access rights",
+        "developer": "MIKO",
+        "description": "Web interface users with roles",
+        "version": "1.3.2",
+        "min_pbx_version": "2024.1.1",
+        "commercial": 1,
+        "lic_product_id": 101,
+        "lic_feature_id": 201,
+        "release_id": 5101,
+        "size": 2345678,
+    },
+    {
+        "uniqid": "ModuleBitrix24Integration",
+        "name": "Bitrix24 integration",
+        "developer": "MIKO",
+        "description": "CRM integration",
+        "version": "2.4.0",
+        "min_pbx_version": "2024.1.1",
+        "commercial": 1,
+        "lic_product_id": 102,
+        "lic_feature_id": 202,
+        "release_id": 5102,
+        "size": 3456789,
+    },
+    {
+        "uniqid": "ModuleAutoDialer",
+        "name": "Auto dialer",
+        "developer": "MIKO",
+        "description": "Outbound campaigns",
+        "version": "1.1.5",
+        "min_pbx_version": "2024.1.1",
+        "commercial": 1,
+        "lic_product_id": 103,
+        "lic_feature_id": 203,
+        "release_id": 5103,
+        "size": 1234567,
+    },
+    {
+        "uniqid": "ModuleQueueCallBack",
+        "name": "Queue call back",
+        "developer": "MIKO",
+        "description": "Call back from queues",
+        "version": "1.0.9",
+        "min_pbx_version": "2024.1.1",
+        "commercial": 1,
+        "lic_product_id": 104,
+        "lic_feature_id": 204,
+        "release_id": 5104,
+        "size": 987654,
+    },
+    {
+        "uniqid": "ModuleTemplate",
+        "name": "Module template",
+        "developer": "MIKO",
+        "description": "Example module",
+        "version": "1.0.0",
+        "min_pbx_version": "2024.1.1",
+        "commercial": 0,
+        "lic_product_id": 0,
+        "lic_feature_id": 0,
+        "release_id": 5105,
+        "size": 123456,
+    },
+    {
+        "uniqid": "ModuleBackup",
+        "name": "Backup",
+        "developer": "MIKO",
+        "description": "Backups",
+        "version": "1.6.1",
+        "min_pbx_version": "2024.1.1",
+        "commercial": 0,
+        "lic_product_id": 0,
+        "lic_feature_id": 0,
+        "release_id": 5106,
+        "size": 654321,
+    },
 ]
 
 
@@ -76,15 +136,23 @@ def _product_for(product_id: int) -> dict[str, Any] | None:
 
 
 def _norm_feature(f: dict[str, Any]) -> dict[str, Any]:
-    return {"id": int(f["id"]), "name": str(f.get("name") or f"Feature {f['id']}"),
-            "count": int(f.get("count", 1)), "counteach": int(f.get("counteach", 1)),
-            "seats": dict(f.get("seats") or {})}
+    return {
+        "id": int(f["id"]),
+        "name": str(f.get("name") or f"Feature {f['id']}"),
+        "count": int(f.get("count", 1)),
+        "counteach": int(f.get("counteach", 1)),
+        "seats": dict(f.get("seats") or {}),
+    }
 
 
 def _norm_product(p: dict[str, Any]) -> dict[str, Any]:
-    return {"id": int(p["id"]), "name": str(p.get("name") or f"Product {p['id']}"),
-            "expired": str(p.get("expired") or ""), "trial": bool(p.get("trial", False)),
-            "features": [_norm_feature(f) for f in p.get("features") or []]}
+    return {
+        "id": int(p["id"]),
+        "name": str(p.get("name") or f"Product {p['id']}"),
+        "expired": str(p.get("expired") or ""),
+        "trial": bool(p.get("trial", False)),
+        "features": [_norm_feature(f) for f in p.get("features") or []],
+    }
 
 
 class LicensingService:
@@ -103,22 +171,60 @@ class LicensingService:
     def save(self) -> None:
         if self.path is None:
             return
-        atomic_write_json(self.path, {"companies": self.companies, "coupons": self.coupons,
-                                      "trial_machines": self.trial_machines, "metrics": self.metrics})
+        atomic_write_json(
+            self.path,
+            {
+                "companies": self.companies,
+                "coupons": self.coupons,
+                "trial_machines": self.trial_machines,
+                "metrics": self.metrics,
+            },
+        )
 
     # ---- cabinet / control operations -------------------------------------------------------
-    def create_company(self, companyname: str, email: str = "", contact: str = "", tel: str = "",
-                       inn: str = "", seats: int = DEFAULT_SEATS, products: list[dict[str, Any]] | None = None,
-                       key: str | None = None) -> str:
+    def create_company(
+        self,
+        companyname: str,
+        email: str = "",
+        contact: str = "",
+        tel: str = "",
+        inn: str = "",
+        seats: int = DEFAULT_SEATS,
+        products: list[dict[str, Any]] | None = None,
+        key: str | None = None,
+    ) -> str:
         key = key or self._new_key()
         prods = [_norm_product(p) for p in (products or [])]
         if not any(p["id"] == MIKOPBX_PRODUCT_ID for p in prods):
-            prods.insert(0, {"id": MIKOPBX_PRODUCT_ID, "name": "MikoPBX", "expired": "", "trial": False,
-                             "features": [{"id": BASE_FEATURE_ID, "name": "MikoPBX base", "count": int(seats),
-                                           "counteach": 1, "seats": {}}]})
-        self.companies[key] = {"key": key, "companyname": companyname, "email": email, "contact": contact,
-                               "tel": tel, "inn": inn, "revoked": False, "products": prods,
-                               "created_at": self.now()}
+            prods.insert(
+                0,
+                {
+                    "id": MIKOPBX_PRODUCT_ID,
+                    "name": "MikoPBX",
+                    "expired": "",
+                    "trial": False,
+                    "features": [
+                        {
+                            "id": BASE_FEATURE_ID,
+                            "name": "MikoPBX base",
+                            "count": int(seats),
+                            "counteach": 1,
+                            "seats": {},
+                        }
+                    ],
+                },
+            )
+        self.companies[key] = {
+            "key": key,
+            "companyname": companyname,
+            "email": email,
+            "contact": contact,
+            "tel": tel,
+            "inn": inn,
+            "revoked": False,
+            "products": prods,
+            "created_at": self.now(),
+        }
         self.save()
         return key
 
@@ -147,13 +253,27 @@ class LicensingService:
         self.save()
         return c
 
-    def create_coupon(self, product_id: int = MIKOPBX_PRODUCT_ID, feature_id: int = BASE_FEATURE_ID,
-                      add_count: int = 1, expired: str = "", for_key: str | None = None,
-                      state: str = "new", code: str | None = None) -> str:
+    def create_coupon(
+        self,
+        product_id: int = MIKOPBX_PRODUCT_ID,
+        feature_id: int = BASE_FEATURE_ID,
+        add_count: int = 1,
+        expired: str = "",
+        for_key: str | None = None,
+        state: str = "new",
+        code: str | None = None,
+    ) -> str:
         code = code or self.ids.coupon()
-        self.coupons[code] = {"code": code, "product_id": int(product_id), "feature_id": int(feature_id),
-                              "add_count": int(add_count), "expired": expired, "for_key": for_key,
-                              "state": state, "used_by": None}
+        self.coupons[code] = {
+            "code": code,
+            "product_id": int(product_id),
+            "feature_id": int(feature_id),
+            "add_count": int(add_count),
+            "expired": expired,
+            "for_key": for_key,
+            "state": state,
+            "used_by": None,
+        }
         self.save()
         return code
 
@@ -165,9 +285,16 @@ class LicensingService:
         for p in c["products"]:
             for f in p["features"]:
                 for machine, info in f["seats"].items():
-                    out.append({"machine_id": machine, "pbx": info.get("pbx", ""), "feature": f["name"],
-                                "feature_id": f["id"], "product_id": p["id"],
-                                "captured_at": info.get("captured_at")})
+                    out.append(
+                        {
+                            "machine_id": machine,
+                            "pbx": info.get("pbx", ""),
+                            "feature": f["name"],
+                            "feature_id": f["id"],
+                            "product_id": p["id"],
+                            "captured_at": info.get("captured_at"),
+                        }
+                    )
         return out
 
     def free_seat(self, key: str, machine_id: str) -> int:
@@ -218,15 +345,32 @@ class LicensingService:
             raise LicError.of(2008)
         products = []
         for p in c["products"]:
-            feats = [{"@attributes": {"name": f["name"], "count": str(f["count"]), "counteach": str(f["counteach"]),
-                                      "captured": str(len(f["seats"]))}} for f in p["features"]]
-            prod: dict[str, Any] = {"@attributes": {"name": p["name"], "expired": p["expired"],
-                                                    "trial": "1" if p["trial"] else "0"}}
+            feats = [
+                {
+                    "@attributes": {
+                        "name": f["name"],
+                        "count": str(f["count"]),
+                        "counteach": str(f["counteach"]),
+                        "captured": str(len(f["seats"])),
+                    }
+                }
+                for f in p["features"]
+            ]
+            prod: dict[str, Any] = {
+                "@attributes": {"name": p["name"], "expired": p["expired"], "trial": "1" if p["trial"] else "0"}
+            }
             if feats:
                 prod["feature"] = feats[0] if len(feats) == 1 else feats
             products.append(prod)
-        info: dict[str, Any] = {"@attributes": {"key": key, "companyname": c["companyname"], "contact": c["contact"],
-                                                "email": c["email"], "tel": c["tel"]}}
+        info: dict[str, Any] = {
+            "@attributes": {
+                "key": key,
+                "companyname": c["companyname"],
+                "contact": c["contact"],
+                "email": c["email"],
+                "tel": c["tel"],
+            }
+        }
         if products:
             info["product"] = products[0] if len(products) == 1 else products
         return info
@@ -291,10 +435,15 @@ class LicensingService:
         info = _product_for(product_id)
         if info is None or not info.get("feature_id"):
             return
-        c["products"].append({"id": product_id, "name": info["name"], "trial": True,
-                              "expired": ymd(self.now() + TRIAL_DAYS * 86400),
-                              "features": [{"id": info["feature_id"], "name": info["name"], "count": 1,
-                                            "counteach": 1, "seats": {}}]})
+        c["products"].append(
+            {
+                "id": product_id,
+                "name": info["name"],
+                "trial": True,
+                "expired": ymd(self.now() + TRIAL_DAYS * 86400),
+                "features": [{"id": info["feature_id"], "name": info["name"], "count": 1, "counteach": 1, "seats": {}}],
+            }
+        )
         self.save()
 
     def activate_coupon(self, key: str, coupon: str) -> None:
@@ -316,8 +465,13 @@ class LicensingService:
                 target = p
         if target is None:
             info = _product_for(cp["product_id"]) or {"name": f"Product {cp['product_id']}"}
-            target = {"id": cp["product_id"], "name": info["name"], "expired": cp.get("expired") or "",
-                      "trial": False, "features": []}
+            target = {
+                "id": cp["product_id"],
+                "name": info["name"],
+                "expired": cp.get("expired") or "",
+                "trial": False,
+                "features": [],
+            }
             c["products"].append(target)
         else:
             target["trial"] = False
@@ -347,9 +501,13 @@ class LicensingService:
         if existing:
             key = existing[0]["key"]
         else:
-            key = self.create_company(companyname, email=email, contact=contact,
-                                      tel=str(fields.get("telefone") or fields.get("tel") or ""),
-                                      inn=str(fields.get("inn") or ""))
+            key = self.create_company(
+                companyname,
+                email=email,
+                contact=contact,
+                tel=str(fields.get("telefone") or fields.get("tel") or ""),
+                inn=str(fields.get("inn") or ""),
+            )
         self.trial_machines[machine_id] = email
         try:
             self.change_key(key, machine_id, pbx)

@@ -33,8 +33,20 @@ LEGACY_FEATURE_FAIL_TTL = 120.0
 MARKET_CACHE_TTL = 3600.0
 ENV_LIB_TIMEOUT = 5.0  # emulated seconds a licence call spends when egress is blocked
 
-MODULE_COLUMNS = ["id", "uniqid", "name", "version", "developer", "supportemail", "path", "description",
-                  "wiki_links", "disabled", "disableReason", "disableReasonText"]
+MODULE_COLUMNS = [
+    "id",
+    "uniqid",
+    "name",
+    "version",
+    "developer",
+    "supportemail",
+    "path",
+    "description",
+    "wiki_links",
+    "disabled",
+    "disableReason",
+    "disableReasonText",
+]
 ROW_FIELDS = MODULE_COLUMNS[1:] + ["lic_feature_id", "lic_product_id"]
 
 NS = "MikoPBX\\PBXCoreREST\\Lib\\"
@@ -197,13 +209,25 @@ class PBX:
         return None
 
     def public_state(self) -> dict[str, Any]:
-        return {"name": self.name, "url": self.url, "settings": dict(self.settings),
-                "modules": [dict(m) for m in self.modules], "machine_id": self.machine_id,
-                "generation": self.generation, "faults": self.fault_view.public(),
-                "options": dict(self.state.get("options", {})),
-                "api_keys": [{"id": k["id"], "description": k["description"],
-                              "full_permissions": k["full_permissions"], "allowed_paths": k["allowed_paths"]}
-                             for k in self.state["api_keys"]]}
+        return {
+            "name": self.name,
+            "url": self.url,
+            "settings": dict(self.settings),
+            "modules": [dict(m) for m in self.modules],
+            "machine_id": self.machine_id,
+            "generation": self.generation,
+            "faults": self.fault_view.public(),
+            "options": dict(self.state.get("options", {})),
+            "api_keys": [
+                {
+                    "id": k["id"],
+                    "description": k["description"],
+                    "full_permissions": k["full_permissions"],
+                    "allowed_paths": k["allowed_paths"],
+                }
+                for k in self.state["api_keys"]
+            ],
+        }
 
     # ------------------------------------------------------------------ licence library plumbing
     async def lib(self) -> None:
@@ -280,9 +304,13 @@ class PBX:
                     self.lic.change_key(lic_key, self.machine_id, self.name)
                 except LicError as e:
                     if v3:
-                        lic_msgs.append(texts.translate_code(e.code) if e.code >= 2000
-                                        else texts.tr("lic_HostLookupFailed") if e.raw == texts.RAW_HOST_LOOKUP
-                                        else texts.tr("lic_FailedCheckLicense"))
+                        lic_msgs.append(
+                            texts.translate_code(e.code)
+                            if e.code >= 2000
+                            else texts.tr("lic_HostLookupFailed")
+                            if e.raw == texts.RAW_HOST_LOOKUP
+                            else texts.tr("lic_FailedCheckLicense")
+                        )
                         # licence-server verdicts (codes 2xxx) arrive with library code 400
                         if e.code >= 2000 or e.code == 400 or "2026" in e.raw:
                             r.http_code = 400
@@ -310,8 +338,9 @@ class PBX:
                     self.lic.activate_coupon(lic_key, coupon)
                 except LicError as e:
                     r.result = False
-                    lic_msgs.append(texts.translate_code(e.code) if e.code >= 2000
-                                    else texts.tr("lic_FailedCheckLicense"))
+                    lic_msgs.append(
+                        texts.translate_code(e.code) if e.code >= 2000 else texts.tr("lic_FailedCheckLicense")
+                    )
                     if v3:
                         r.http_code = 502
                 else:
@@ -400,8 +429,9 @@ class PBX:
                 self.lic.add_trial(key, pid_i)
                 self.lic.capture_feature(key, self.machine_id, self.name, fid_i)
         except LicError as e:
-            r.messages = {"license": [texts.translate_code(e.code) if e.code >= 2000
-                                      else texts.tr("lic_FailedCheckLicense")]}
+            r.messages = {
+                "license": [texts.translate_code(e.code) if e.code >= 2000 else texts.tr("lic_FailedCheckLicense")]
+            }
             return r
         r.result = True
         return r
@@ -420,8 +450,9 @@ class PBX:
             await self.lib()
             self.lic.feature_available(key, self.machine_id, 33)
         except LicError as e:
-            r.messages = {"license": [texts.translate_code(e.code) if e.code >= 2000
-                                      else texts.tr("lic_FailedCheckLicense")]}
+            r.messages = {
+                "license": [texts.translate_code(e.code) if e.code >= 2000 else texts.tr("lic_FailedCheckLicense")]
+            }
             self.feature_cache[key] = (self.now() + LEGACY_FEATURE_FAIL_TTL, r)
             return r
         r.result = True
@@ -431,8 +462,13 @@ class PBX:
     # ------------------------------------------------------------------ modules
     async def enable_module(self, uniqid: str) -> R:
         v3 = self.generation == "v3"
-        r = R(False, [], [], "enable" if v3 else "enableModule",
-              f"{NS}Modules\\EnableModuleAction::enableModule" if v3 else f"{P_MOD}::callBack")
+        r = R(
+            False,
+            [],
+            [],
+            "enable" if v3 else "enableModule",
+            f"{NS}Modules\\EnableModuleAction::enableModule" if v3 else f"{P_MOD}::callBack",
+        )
         async with self.lock:
             m = self.module(uniqid)
             if m is None:
@@ -450,8 +486,11 @@ class PBX:
                     m["disableReason"] = "DisabledByLicense"
                     m["disableReasonText"] = e.raw
                     self.save()
-                    r.messages = {"license": [texts.translate_code(e.code) if e.code >= 2000
-                                              else texts.tr("lic_FailedCheckLicense")]}
+                    r.messages = {
+                        "license": [
+                            texts.translate_code(e.code) if e.code >= 2000 else texts.tr("lic_FailedCheckLicense")
+                        ]
+                    }
                     return r
             # enabling does not clear disableReason / disableReasonText (reference §7.1)
             m["disabled"] = "0"
@@ -461,8 +500,13 @@ class PBX:
 
     async def disable_module(self, uniqid: str, reason: str | None, reason_text: str | None) -> R:
         v3 = self.generation == "v3"
-        r = R(False, [], [], "disable" if v3 else "disableModule",
-              f"{NS}Modules\\DisableModuleAction::main" if v3 else f"{P_MOD}::callBack")
+        r = R(
+            False,
+            [],
+            [],
+            "disable" if v3 else "disableModule",
+            f"{NS}Modules\\DisableModuleAction::main" if v3 else f"{P_MOD}::callBack",
+        )
         async with self.lock:
             m = self.module(uniqid)
             if m is None:
@@ -540,8 +584,13 @@ class PBX:
 
     async def available_modules(self) -> R:
         v3 = self.generation == "v3"
-        r = R(False, [], [], "getAvailableModules",
-              f"{NS}Modules\\GetAvailableModulesAction::main" if v3 else f"{P_MOD}::callBack")
+        r = R(
+            False,
+            [],
+            [],
+            "getAvailableModules",
+            f"{NS}Modules\\GetAvailableModulesAction::main" if v3 else f"{P_MOD}::callBack",
+        )
         cached = self._cached_market("list")
         if cached is not None:
             return cached
@@ -551,9 +600,23 @@ class PBX:
             return r
         mods = []
         for m in DEFAULT_CATALOGUE:
-            mods.append({k: m[k] for k in ("uniqid", "name", "description", "developer", "version",
-                                           "min_pbx_version", "commercial", "release_id", "size")}
-                        | {"promo_link": ""})
+            mods.append(
+                {
+                    k: m[k]
+                    for k in (
+                        "uniqid",
+                        "name",
+                        "description",
+                        "developer",
+                        "version",
+                        "min_pbx_version",
+                        "commercial",
+                        "release_id",
+                        "size",
+                    )
+                }
+                | {"promo_link": ""}
+            )
         r.result = True
         r.data = {"modules": mods}
         self.market_cache["list"] = (self.now() + MARKET_CACHE_TTL, r)  # successes cached for an hour
@@ -561,8 +624,7 @@ class PBX:
 
     async def module_info(self, uniqid: str) -> R:
         v3 = self.generation == "v3"
-        r = R(False, [], [], "getModuleInfo",
-              f"{NS}Modules\\GetModuleInfoAction::main" if v3 else f"{P_MOD}::callBack")
+        r = R(False, [], [], "getModuleInfo", f"{NS}Modules\\GetModuleInfoAction::main" if v3 else f"{P_MOD}::callBack")
         cached = self._cached_market("info:" + uniqid)
         if cached is not None:
             return cached
@@ -575,13 +637,31 @@ class PBX:
             r.messages = [texts.WRONG_MODULE_INFO]
             return r
         r.result = True
-        r.data = {"uniqid": m["uniqid"], "name": m["name"], "description": m["description"],
-                  "developer": m["developer"], "logotype": "", "downloads": 100, "commercial": m["commercial"],
-                  "screenshots": [], "eula": "", "promo_link": "", "lic_feature_id": m["lic_feature_id"],
-                  "lic_product_id": m["lic_product_id"],
-                  "releases": [{"releaseID": m["release_id"], "version": m["version"], "size": m["size"],
-                                "changelog": "", "created": "2026-01-15 10:00:00", "downloads": 100,
-                                "require_version": m["min_pbx_version"]}]}
+        r.data = {
+            "uniqid": m["uniqid"],
+            "name": m["name"],
+            "description": m["description"],
+            "developer": m["developer"],
+            "logotype": "",
+            "downloads": 100,
+            "commercial": m["commercial"],
+            "screenshots": [],
+            "eula": "",
+            "promo_link": "",
+            "lic_feature_id": m["lic_feature_id"],
+            "lic_product_id": m["lic_product_id"],
+            "releases": [
+                {
+                    "releaseID": m["release_id"],
+                    "version": m["version"],
+                    "size": m["size"],
+                    "changelog": "",
+                    "created": "2026-01-15 10:00:00",
+                    "downloads": 100,
+                    "require_version": m["min_pbx_version"],
+                }
+            ],
+        }
         self.market_cache["info:" + uniqid] = (self.now() + MARKET_CACHE_TTL, r)
         return r
 
@@ -595,15 +675,24 @@ class PBX:
         db = sqlite3.connect(":memory:", check_same_thread=False)
         db.row_factory = sqlite3.Row
         db.execute("CREATE TABLE m_PbxSettings (key TEXT PRIMARY KEY, value TEXT)")
-        db.execute("CREATE TABLE m_PbxExtensionModules (id INTEGER PRIMARY KEY AUTOINCREMENT, uniqid TEXT, "
-                   "name TEXT, version TEXT, developer TEXT, supportemail TEXT, path TEXT, description TEXT, "
-                   "wiki_links TEXT, disabled TEXT DEFAULT '1', disableReason TEXT, disableReasonText TEXT)")
-        db.executemany("INSERT INTO m_PbxSettings (key, value) VALUES (?, ?)",
-                       [(k, v) for k, v in self.settings.items() if k != "WebAdminPassword"]
-                       + [("WebAdminPassword", "$2y$10$" + "x" * 53)])
-        db.executemany("INSERT INTO m_PbxExtensionModules (" + ",".join(MODULE_COLUMNS[1:]) + ") VALUES ("
-                       + ",".join("?" * (len(MODULE_COLUMNS) - 1)) + ")",
-                       [tuple(m[c] for c in MODULE_COLUMNS[1:]) for m in self.modules])
+        db.execute(
+            "CREATE TABLE m_PbxExtensionModules (id INTEGER PRIMARY KEY AUTOINCREMENT, uniqid TEXT, "
+            "name TEXT, version TEXT, developer TEXT, supportemail TEXT, path TEXT, description TEXT, "
+            "wiki_links TEXT, disabled TEXT DEFAULT '1', disableReason TEXT, disableReasonText TEXT)"
+        )
+        db.executemany(
+            "INSERT INTO m_PbxSettings (key, value) VALUES (?, ?)",
+            [(k, v) for k, v in self.settings.items() if k != "WebAdminPassword"]
+            + [("WebAdminPassword", "$2y$10$" + "x" * 53)],
+        )
+        db.executemany(
+            "INSERT INTO m_PbxExtensionModules ("
+            + ",".join(MODULE_COLUMNS[1:])
+            + ") VALUES ("
+            + ",".join("?" * (len(MODULE_COLUMNS) - 1))
+            + ")",
+            [tuple(m[c] for c in MODULE_COLUMNS[1:]) for m in self.modules],
+        )
         db.commit()
         db.execute("PRAGMA query_only = ON")
         self._db, self._db_version = db, self.version
@@ -681,8 +770,9 @@ class PBX:
         await self.fleet.clock.sleep(2)  # the real report takes several seconds
         r = R(True, function="getInfo", processor=proc("Sysinfo\\GetInfoAction"))
         content = sysinfo_text(self)
-        r.data = {"content": content} if self.generation == "v3" else {"filename": "/tmp/SystemInfo.txt",
-                                                                        "content": content}
+        r.data = (
+            {"content": content} if self.generation == "v3" else {"filename": "/tmp/SystemInfo.txt", "content": content}
+        )
         return r
 
     async def hypervisor(self) -> R:
@@ -720,15 +810,33 @@ class PBX:
 
     def mac(self) -> str:
         h = self.machine_id
-        return "02:" + ":".join(h[i:i + 2] for i in range(0, 10, 2))
+        return "02:" + ":".join(h[i : i + 2] for i in range(0, 10, 2))
 
     async def network_config(self) -> R:
         r = R(True, function="getConfig", processor=proc("Network\\GetConfigAction"))
-        r.data = {"interfaces": [{"id": "1", "interface": "eth0", "name": "LAN", "hostname": self.name,
-                                  "domain": "", "ipaddr": "127.0.0.1", "subnet": "24", "gateway": "127.0.0.254",
-                                  "primarydns": "127.0.0.53", "secondarydns": "", "dhcp": "0",
-                                  "internet": "1", "disabled": "0", "vlanid": "0", "mac": self.mac()}],
-                  "template": {}, "internetInterfaceId": "1"}
+        r.data = {
+            "interfaces": [
+                {
+                    "id": "1",
+                    "interface": "eth0",
+                    "name": "LAN",
+                    "hostname": self.name,
+                    "domain": "",
+                    "ipaddr": "127.0.0.1",
+                    "subnet": "24",
+                    "gateway": "127.0.0.254",
+                    "primarydns": "127.0.0.53",
+                    "secondarydns": "",
+                    "dhcp": "0",
+                    "internet": "1",
+                    "disabled": "0",
+                    "vlanid": "0",
+                    "mac": self.mac(),
+                }
+            ],
+            "template": {},
+            "internetInterfaceId": "1",
+        }
         return r
 
     # ------------------------------------------------------------------ admin HTML
@@ -739,15 +847,21 @@ class PBX:
             checked = ' checked="checked"' if enabled else ""
             icon = ""
             if m["disabled"] == "1" and m["disableReason"] == "DisabledByLicense":
-                icon = (f'<span class="licence-problem" data-content="" data-variation="wide" data-html="'
-                        f'{html.escape(m["disableReasonText"], quote=True)}"><i class="icons">'
-                        '<i class="big red dont icon"></i><i class="key icon"></i></i></span>')
+                icon = (
+                    f'<span class="licence-problem" data-content="" data-variation="wide" data-html="'
+                    f'{html.escape(m["disableReasonText"], quote=True)}"><i class="icons">'
+                    '<i class="big red dont icon"></i><i class="key icon"></i></i></span>'
+                )
             elif m["disabled"] == "1" and m["disableReason"] == "DisabledByException":
-                icon = (f'<span class="module-problem" data-html="{html.escape(m["disableReasonText"], quote=True)}">'
-                        '<i class="red bug icon"></i></span>')
+                icon = (
+                    f'<span class="module-problem" data-html="{html.escape(m["disableReasonText"], quote=True)}">'
+                    '<i class="red bug icon"></i></span>'
+                )
             elif m["disabled"] == "1" and m["disableReason"] == "DisabledByCrashLoop":
-                icon = (f'<span class="module-problem" data-html="{html.escape(m["disableReasonText"], quote=True)}">'
-                        '<i class="red redo icon"></i></span>')
+                icon = (
+                    f'<span class="module-problem" data-html="{html.escape(m["disableReasonText"], quote=True)}">'
+                    '<i class="red redo icon"></i></span>'
+                )
             rows.append(
                 f'<tr class="module-row" data-id="{html.escape(m["uniqid"])}" '
                 f'data-version="{html.escape(m["version"])}">\n'
@@ -755,11 +869,14 @@ class PBX:
                 f'<input type="checkbox"{checked} name="{html.escape(m["uniqid"])}"/><label></label></div></td>\n'
                 f'  <td>{icon}<span class="module-name">Breadcrumb{html.escape(m["uniqid"])}</span><br>'
                 f'<span class="features">{html.escape(m["description"])}</span></td>\n'
-                f'  <td>{html.escape(m["developer"])}</td>\n'
+                f"  <td>{html.escape(m['developer'])}</td>\n"
                 f'  <td class="center aligned version">{html.escape(m["version"])}</td>\n'
-                '</tr>')
-        body = ("<table class=\"ui selectable compact unstackable table\" id=\"installed-modules-table\">\n"
-                "<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>")
+                "</tr>"
+            )
+        body = (
+            '<table class="ui selectable compact unstackable table" id="installed-modules-table">\n'
+            "<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>"
+        )
         return admin_layout(self, "Extension modules", body, logged_in=True)
 
 
@@ -771,8 +888,10 @@ def is_select(query: str) -> bool:
 
 
 PROBE_MARKER = "mikopbx-probe-v1"
-HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
-                     r"[A-Za-z0-9])?)*$")
+HOST_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+    r"[A-Za-z0-9])?)*$"
+)
 
 
 def parse_probe(command: str) -> tuple[int, int, list[str]] | None:
@@ -802,16 +921,35 @@ def _section(title: str) -> str:
 def sysinfo_text(p: PBX) -> str:
     now = p.now()
     parts = [
-        _section("PBXVersion"), p.settings["PBXVersion"], "",
-        _section("Environment"), "Machine hardware type: Virtual machine", "Hypervisor: KVM",
-        "DMI: QEMU Standard PC (Q35 + ICH9, 2009)", "",
-        _section("Date"), iso(now), "",
-        _section("Uptime"), " 10:00:00 up 3 days,  load average: 0.05, 0.03, 0.01", "",
-        _section("CPU load"), "%Cpu(s):  1.0 us,  0.5 sy, 98.5 id", "",
-        _section("Memory"), "Mem: 2048 MB total, 1024 MB free", "",
-        _section("Storage"), "/dev/sda1  20G  3.1G  16G  17% /storage/usbdisk1", "",
-        _section("ifconfig"), f"eth0: inet 127.0.0.1  ether {p.mac()}", "",
-        _section("OS Name"), f"Linux {p.name} 6.1.0 #1 SMP x86_64 GNU/Linux", "",
+        _section("PBXVersion"),
+        p.settings["PBXVersion"],
+        "",
+        _section("Environment"),
+        "Machine hardware type: Virtual machine",
+        "Hypervisor: KVM",
+        "DMI: QEMU Standard PC (Q35 + ICH9, 2009)",
+        "",
+        _section("Date"),
+        iso(now),
+        "",
+        _section("Uptime"),
+        " 10:00:00 up 3 days,  load average: 0.05, 0.03, 0.01",
+        "",
+        _section("CPU load"),
+        "%Cpu(s):  1.0 us,  0.5 sy, 98.5 id",
+        "",
+        _section("Memory"),
+        "Mem: 2048 MB total, 1024 MB free",
+        "",
+        _section("Storage"),
+        "/dev/sda1  20G  3.1G  16G  17% /storage/usbdisk1",
+        "",
+        _section("ifconfig"),
+        f"eth0: inet 127.0.0.1  ether {p.mac()}",
+        "",
+        _section("OS Name"),
+        f"Linux {p.name} 6.1.0 #1 SMP x86_64 GNU/Linux",
+        "",
     ]
     return "\n".join(parts) + "\n"
 
@@ -819,12 +957,12 @@ def sysinfo_text(p: PBX) -> str:
 def admin_layout(p: PBX, title: str, body: str, *, logged_in: bool) -> str:
     lic = p.settings.get("PBXLicense", "") if logged_in else ""
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)} | MikoPBX</title>\n"
-        "<script type=\"text/javascript\">\n"
+        '<script type="text/javascript">\n'
         f"    var globalPBXLicense = '{lic}';\n"
         f"    var globalPBXVersion = '{p.settings['PBXVersion']}';\n"
         "    var globalWebAdminLanguage = 'en';\n"
-        "</script>\n</head>\n<body>\n<div id=\"main-content-container\">\n"
+        '</script>\n</head>\n<body>\n<div id="main-content-container">\n'
         f"{body}\n</div>\n</body>\n</html>\n"
     )

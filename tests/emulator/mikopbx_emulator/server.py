@@ -80,20 +80,44 @@ class FleetRuntime:
     def _new_state(self, index: int, name: str, generation: str) -> dict[str, Any]:
         api_keys = []
         if generation == "v3":
-            api_keys.append({"id": 1, "key": self.ids.hex(64), "description": "emulator inventory key",
-                             "full_permissions": True, "allowed_paths": {}, "networkfilterid": "none",
-                             "created_at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.clock.now()))})
+            api_keys.append(
+                {
+                    "id": 1,
+                    "key": self.ids.hex(64),
+                    "description": "emulator inventory key",
+                    "full_permissions": True,
+                    "allowed_paths": {},
+                    "networkfilterid": "none",
+                    "created_at": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.clock.now())),
+                }
+            )
         return {
-            "name": name, "generation": generation, "port": 0, "password": self.ids.password(),
-            "api_keys": api_keys, "next_key_id": 2, "machine_id": self.ids.machine_id(),
+            "name": name,
+            "generation": generation,
+            "port": 0,
+            "password": self.ids.password(),
+            "api_keys": api_keys,
+            "next_key_id": 2,
+            "machine_id": self.ids.machine_id(),
             "options": {"localhost_bypass": False},
-            "settings": {"PBXLicense": "", "PBXVersion": VERSIONS[generation], "Name": name, "Description": "",
-                         "WebAdminLogin": "admin", "WEBPort": "80", "WEBHTTPSPort": "0",
-                         "RedirectToHttps": "1" if generation == "v3" else "0",
-                         "PBXFirewallEnabled": "1" if generation == "v3" else "0",
-                         "PBXRateLimitEnabled": "1", "APIQueueMaxLength": "50", "APIRequestTTL": "35",
-                         "JWTSecret": self.ids.hex(64), "PBXLanguage": "en-en", "WebAdminLanguage": "en",
-                         "VirtualHardwareType": "KVM"},
+            "settings": {
+                "PBXLicense": "",
+                "PBXVersion": VERSIONS[generation],
+                "Name": name,
+                "Description": "",
+                "WebAdminLogin": "admin",
+                "WEBPort": "80",
+                "WEBHTTPSPort": "0",
+                "RedirectToHttps": "1" if generation == "v3" else "0",
+                "PBXFirewallEnabled": "1" if generation == "v3" else "0",
+                "PBXRateLimitEnabled": "1",
+                "APIQueueMaxLength": "50",
+                "APIRequestTTL": "35",
+                "JWTSecret": self.ids.hex(64),
+                "PBXLanguage": "en-en",
+                "WebAdminLanguage": "en",
+                "VirtualHardwareType": "KVM",
+            },
             "modules": default_modules(),
         }
 
@@ -127,9 +151,20 @@ class FleetRuntime:
         pats = [s.strip() for s in spec.split(",") if s.strip()]
         chosen = [n for n in names if any(p == "all" or fnmatch.fnmatch(n, p) for p in pats)]
         key = self.licensing.create_company(
-            "Emulated Fleet LLC", email="fleet@example.com", contact="Fleet Operator", tel="+10000000000",
-            products=[{"id": 101, "name": "Users and access rights", "expired": "", "trial": False,
-                       "features": [{"id": 201, "name": "Users and access rights", "count": 10}]}])
+            "Emulated Fleet LLC",
+            email="fleet@example.com",
+            contact="Fleet Operator",
+            tel="+10000000000",
+            products=[
+                {
+                    "id": 101,
+                    "name": "Users and access rights",
+                    "expired": "",
+                    "trial": False,
+                    "features": [{"id": 201, "name": "Users and access rights", "count": 10}],
+                }
+            ],
+        )
         self.meta["company_key"] = key
         for n in chosen:
             p = self.pbxs[n]
@@ -195,6 +230,7 @@ class FleetRuntime:
         if dirty and self.fsync:
             os.sync()  # one flush for all new state files instead of two fsyncs per PBX
         from .control import make_control_app
+
         capp = make_control_app(self)
         self.control_runner = web.AppRunner(capp, access_log=None, handle_signals=False)
         await self.control_runner.setup()
@@ -214,8 +250,13 @@ class FleetRuntime:
         await self._wait_ready()
         self.write_inventory()
         self._checker = asyncio.ensure_future(self._hourly_checker())
-        log.info("fleet ready: %d PBXs, control http://127.0.0.1:%d, inventory %s, state %s",
-                 len(self.pbxs), self.control_port, self.inventory_path, self.state_dir)
+        log.info(
+            "fleet ready: %d PBXs, control http://127.0.0.1:%d, inventory %s, state %s",
+            len(self.pbxs),
+            self.control_port,
+            self.inventory_path,
+            self.state_dir,
+        )
 
     async def _wait_ready(self) -> None:
         ports = list(self.by_port) + [self.control_port]
@@ -235,19 +276,29 @@ class FleetRuntime:
         await asyncio.gather(*(probe(p) for p in ports))
 
     def hostvars(self, pbx: PBX) -> dict[str, Any]:
-        hv: dict[str, Any] = {"mikopbx_url": pbx.url, "mikopbx_generation": pbx.generation,
-                              "mikopbx_username": pbx.settings["WebAdminLogin"],
-                              "mikopbx_password": pbx.state["password"]}
+        hv: dict[str, Any] = {
+            "mikopbx_url": pbx.url,
+            "mikopbx_generation": pbx.generation,
+            "mikopbx_username": pbx.settings["WebAdminLogin"],
+            "mikopbx_password": pbx.state["password"],
+        }
         full = [k for k in pbx.state["api_keys"] if k.get("full_permissions")]
         if pbx.generation == "v3" and full:
             hv["mikopbx_api_key"] = full[0]["key"]
         return hv
 
     def inventory(self) -> dict[str, Any]:
-        return {"all": {"vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                                 "mikopbx_emulator_control_url": f"http://127.0.0.1:{self.control_port}",
-                                 "mikopbx_ca_path": str(self.ca.ca_path)},
-                        "hosts": {p.name: self.hostvars(p) for p in self.pbxs.values()}}}
+        return {
+            "all": {
+                "vars": {
+                    "ansible_connection": "local",
+                    "ansible_python_interpreter": sys.executable,
+                    "mikopbx_emulator_control_url": f"http://127.0.0.1:{self.control_port}",
+                    "mikopbx_ca_path": str(self.ca.ca_path),
+                },
+                "hosts": {p.name: self.hostvars(p) for p in self.pbxs.values()},
+            }
+        }
 
     def write_inventory(self) -> None:
         inv = self.inventory()
@@ -287,8 +338,15 @@ class FleetRuntime:
             resp = web.Response(status=500, text="emulator internal error", content_type="text/plain")
         resp.headers["Server"] = "nginx"
         pbx.requests.add(self.clock.now(), request.method, path, resp.status, kind)
-        req_log.info("%s %s %s %d %s %.1fms", pbx.name, request.method, path, resp.status, kind,
-                     (time.perf_counter() - t0) * 1000)
+        req_log.info(
+            "%s %s %s %d %s %.1fms",
+            pbx.name,
+            request.method,
+            path,
+            resp.status,
+            kind,
+            (time.perf_counter() - t0) * 1000,
+        )
         return resp
 
     async def _route(self, pbx: PBX, request: web.Request, path: str) -> tuple[web.StreamResponse, str]:
@@ -315,8 +373,9 @@ class FleetRuntime:
             return await http_legacy.handle_admin(pbx, request, path)
         if path in ("/", ""):
             return web.Response(status=302, headers={"Location": "/admin-cabinet/session/index"}), "read"
-        return web.Response(status=404, text="<html><body><h1>404 Not Found</h1></body></html>",
-                            content_type="text/html"), kind
+        return web.Response(
+            status=404, text="<html><body><h1>404 Not Found</h1></body></html>", content_type="text/html"
+        ), kind
 
     # ------------------------------------------------------------------ periodic work
     async def _hourly_checker(self) -> None:
@@ -344,9 +403,15 @@ class FleetRuntime:
     # ------------------------------------------------------------------ snapshots
     def snapshot(self, pbx: PBX) -> str:
         sid = f"{pbx.name}-{int(time.time() * 1000)}-{self.ids.hex(6)}"
-        snap = {"id": sid, "taken_at": self.clock.now(), "source": pbx.name, "generation": pbx.generation,
-                "machine_id": pbx.machine_id, "settings": dict(pbx.settings),
-                "modules": [dict(m) for m in pbx.modules]}
+        snap = {
+            "id": sid,
+            "taken_at": self.clock.now(),
+            "source": pbx.name,
+            "generation": pbx.generation,
+            "machine_id": pbx.machine_id,
+            "settings": dict(pbx.settings),
+            "modules": [dict(m) for m in pbx.modules],
+        }
         atomic_write_json(self.state_dir / "snapshots" / f"{sid}.json", snap, fsync=self.fsync)
         return sid
 
@@ -397,8 +462,11 @@ async def run_fleet(opts: FleetOptions) -> int:
     t0 = time.monotonic()
     await fleet.start()
     log.info("startup took %.2fs (pid %d)", time.monotonic() - t0, os.getpid())
-    print(f"mikopbx-emulator: {len(fleet.pbxs)} PBXs ready; inventory {fleet.inventory_path}; "
-          f"control http://127.0.0.1:{fleet.control_port}", flush=True)
+    print(
+        f"mikopbx-emulator: {len(fleet.pbxs)} PBXs ready; inventory {fleet.inventory_path}; "
+        f"control http://127.0.0.1:{fleet.control_port}",
+        flush=True,
+    )
     await fleet.stopping.wait()
     log.info("shutting down")
     await fleet.stop()

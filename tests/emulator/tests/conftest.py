@@ -43,8 +43,11 @@ class Client:
         return {"Authorization": f"Bearer {self.hv['mikopbx_api_key']}"}
 
     def legacy_login(self) -> None:
-        r = self.post("/admin-cabinet/session/start", data={"login": "admin", "password": self.hv["mikopbx_password"]},
-                      headers={"X-Requested-With": "XMLHttpRequest"})
+        r = self.post(
+            "/admin-cabinet/session/start",
+            data={"login": "admin", "password": self.hv["mikopbx_password"]},
+            headers={"X-Requested-With": "XMLHttpRequest"},
+        )
         assert r.status_code == 200 and r.json()["success"] is True, r.text
 
 

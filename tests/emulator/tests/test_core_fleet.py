@@ -12,8 +12,12 @@ pytestmark = [pytest.mark.emulator]
 
 def _info(fleet: Fleet, name: str) -> requests.Response:
     hv = fleet.hosts[name]
-    return requests.get(hv["mikopbx_url"] + "/pbxcore/api/v3/license:getLicenseInfo", timeout=30,
-                        headers={"Authorization": f"Bearer {hv['mikopbx_api_key']}"}, verify=fleet.ca_path)
+    return requests.get(
+        hv["mikopbx_url"] + "/pbxcore/api/v3/license:getLicenseInfo",
+        timeout=30,
+        headers={"Authorization": f"Bearer {hv['mikopbx_api_key']}"},
+        verify=fleet.ca_path,
+    )
 
 
 def test_restart_and_kill_keep_state(tmp_path) -> None:
@@ -37,8 +41,7 @@ def test_restart_and_kill_keep_state(tmp_path) -> None:
 
 
 def test_snapshot_restore_and_clock(tmp_path) -> None:
-    with Fleet.start(count=2, generation="v3", state_dir=tmp_path, time_scale=0.01,
-                     company_key_on="pbx-001") as fleet:
+    with Fleet.start(count=2, generation="v3", state_dir=tmp_path, time_scale=0.01, company_key_on="pbx-001") as fleet:
         snap = fleet.control.snapshot("pbx-001")
         fleet.control.restore("pbx-002", snap, new_machine=True)
         st = fleet.control.state("pbx-002")

@@ -36,11 +36,19 @@ def test_admin_page(fleet: Fleet, client) -> None:
     assert r.status_code == 403 and r.text == "This user is not authorized"
     r = c.get("/admin-cabinet/pbx-extension-modules/index", allow_redirects=False)
     assert r.status_code == 302
-    fleet.control.set_modules(PBX, [
-        {"uniqid": "ModuleUsersUI", "version": "1.3.2", "disabled": "1", "disableReason": "DisabledByLicense",
-         "disableReasonText": "2011: Feature license expired"},
-        {"uniqid": "ModuleTemplate", "disabled": "0"},
-    ])
+    fleet.control.set_modules(
+        PBX,
+        [
+            {
+                "uniqid": "ModuleUsersUI",
+                "version": "1.3.2",
+                "disabled": "1",
+                "disableReason": "DisabledByLicense",
+                "disableReasonText": "2011: Feature license expired",
+            },
+            {"uniqid": "ModuleTemplate", "disabled": "0"},
+        ],
+    )
     c.legacy_login()
     page = c.get("/admin-cabinet/pbx-extension-modules/index").text
     assert '<tr class="module-row" data-id="ModuleUsersUI" data-version="1.3.2">' in page

@@ -47,11 +47,11 @@ def test_licence_flow(fleet: Fleet, client) -> None:
     h = c.bearer()
     r = c.get("/pbxcore/api/v3/license:getLicenseInfo", headers=h)
     assert r.status_code == 400 and r.json()["httpCode"] == 400
-    key = fleet.control.create_company("ООО \"Ромашка\"", email="a@example.com", contact="Иван", seats=1)
+    key = fleet.control.create_company('ООО "Ромашка"', email="a@example.com", contact="Иван", seats=1)
     r = c.post("/pbxcore/api/v3/license:processUserRequest", headers=h, json={"licKey": key})
     assert r.status_code == 200 and r.json()["data"]["PBXLicense"] == key, r.text
     info = json.loads(c.get("/pbxcore/api/v3/license:getLicenseInfo", headers=h).json()["data"]["licenseInfo"])
-    assert info["@attributes"]["companyname"] == "ООО \"Ромашка\""
+    assert info["@attributes"]["companyname"] == 'ООО "Ромашка"'
     assert info["product"]["feature"]["@attributes"]["captured"] == "1"
     # same key again: idempotent, no server call
     r = c.post("/pbxcore/api/v3/license:processUserRequest", headers=h, json={"licKey": key})
@@ -62,13 +62,19 @@ def test_licence_flow(fleet: Fleet, client) -> None:
     assert r.status_code == 400 and r.json()["messages"]["license"], r.text
     assert fleet.control.state("pbx-003")["settings"]["PBXLicense"] == ""
     # unknown well-formed key -> 2026 / HTTP 400
-    r = c3.post("/pbxcore/api/v3/license:processUserRequest", headers=c3.bearer(),
-                json={"licKey": "MIKO-ZZZZZ-ZZZZZ-ZZZZZ-ZZZZ0"})
+    r = c3.post(
+        "/pbxcore/api/v3/license:processUserRequest",
+        headers=c3.bearer(),
+        json={"licKey": "MIKO-ZZZZZ-ZZZZZ-ZZZZZ-ZZZZ0"},
+    )
     assert r.status_code == 400
     # service silent -> 503
     fleet.control.add_fault("licensing_down", pbx="pbx-003")
-    r = c3.post("/pbxcore/api/v3/license:processUserRequest", headers=c3.bearer(),
-                json={"licKey": "MIKO-ZZZZZ-ZZZZZ-ZZZZZ-ZZZZ0"})
+    r = c3.post(
+        "/pbxcore/api/v3/license:processUserRequest",
+        headers=c3.bearer(),
+        json={"licKey": "MIKO-ZZZZZ-ZZZZZ-ZZZZZ-ZZZZ0"},
+    )
     assert r.status_code == 503
     fleet.control.clear_faults("pbx-003")
     # resetKey is a GET and a write; it frees the seat
@@ -79,16 +85,22 @@ def test_licence_flow(fleet: Fleet, client) -> None:
     log = fleet.control.requests(PBX)
     assert log[-1]["kind"] == "write" and log[-1]["path"] == "/pbxcore/api/v3/license:resetKey"
     # trial registration (no key)
-    r = c.post("/pbxcore/api/v3/license:processUserRequest", headers=h,
-               data={"companyname": "Trial Co", "email": "t@example.com", "contact": "T"})
+    r = c.post(
+        "/pbxcore/api/v3/license:processUserRequest",
+        headers=h,
+        data={"companyname": "Trial Co", "email": "t@example.com", "contact": "T"},
+    )
     assert r.status_code == 200 and isinstance(r.json()["messages"]["info"], str), r.text
 
 
 def test_sql_and_probe(fleet: Fleet, client) -> None:
     c = client(PBX)
     h = c.bearer()
-    r = c.post("/pbxcore/api/v3/system:executeSqlRequest", headers=h,
-               json={"query": "SELECT key, value FROM m_PbxSettings WHERE key='PBXVersion'"})
+    r = c.post(
+        "/pbxcore/api/v3/system:executeSqlRequest",
+        headers=h,
+        json={"query": "SELECT key, value FROM m_PbxSettings WHERE key='PBXVersion'"},
+    )
     assert r.json()["data"]["rows"] == [{"key": "PBXVersion", "value": "2026.1.223"}]
     r = c.post("/pbxcore/api/v3/system:executeSqlRequest", headers=h, json={"query": "DROP TABLE m_PbxSettings"})
     assert r.status_code == 422
