@@ -275,20 +275,24 @@ def build_play(
     """
     play_tasks: list[dict[str, Any]] = []
     names: list[str] = []
+    variables: list[str] = []
     for index, task in enumerate(tasks):
         task = dict(task)
         name = _task_name(index, task)
         names.append(name)
+        # A task's own ``register`` is kept (later tasks may use it) and collected under that name.
+        variables.append(str(task.get("register") or "_r%d" % index))
         use_connection = task.pop("connection", connection)
         for key, value in list(task.items()):
             if key.startswith("mikopbx.marketplace.") and use_connection:
                 task[key] = dict(use_connection, **(value or {}))
         task.setdefault("name", name)
-        task["register"] = "_r%d" % index
+        task["register"] = variables[-1]
         task.setdefault("ignore_errors", True)
         play_tasks.append(task)
 
-    collected = "{" + ", ".join("%s: (_r%d | default(none))" % (json.dumps(n), i) for i, n in enumerate(names)) + "}"
+    pairs = zip(names, variables, strict=True)
+    collected = "{" + ", ".join("%s: (%s | default(none))" % (json.dumps(n), v) for n, v in pairs) + "}"
     play_tasks.append(
         {
             "name": "zz_write_results",

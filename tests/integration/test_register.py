@@ -453,3 +453,32 @@ def test_auto_detected_generation_second_run_sends_no_write(fleet, run_playbook,
         )
     assert writes == []
     assert fleet.control.request_kinds(fleet.first("v3"))["write"] == 0
+
+
+def test_examples_run_as_written(start_fleet, run_playbook):
+    """The module's EXAMPLES, unchanged, against two 2026.1 PBXs (the first example uses an API key)."""
+    import yaml
+
+    from ansible_collections.mikopbx.marketplace.plugins.modules import mikopbx_register
+
+    fleet = start_fleet(count=2, generation="v3", time_scale=0.05)
+    key = fleet.control.create_company("Example LLC", "it@example.com")
+    coupon = fleet.control.create_coupon(for_key=key)
+    tasks = yaml.safe_load(mikopbx_register.EXAMPLES)
+
+    run = run_playbook(
+        fleet,
+        tasks,
+        connection={},
+        play_extra={"vars": {"company_license_key": key, "company_coupon": coupon}},
+    )
+
+    assert len(tasks) >= 4
+    for host in fleet.names():
+        for task in tasks:
+            result = run.results[host].get(task["name"])
+            assert result is not None, (host, task["name"], run.output[-3000:])
+            assert result.get("failed") is not True, (task["name"], result)
+        assert fleet.control.stored_key(host) == key
+    assert len(fleet.control.companies()) == 1  # the trial example did not register again
+    assert key not in run.output and coupon not in run.output
