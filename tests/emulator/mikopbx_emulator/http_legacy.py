@@ -20,6 +20,12 @@ LOGIN_WINDOW = 300
 LOGIN_MAX = 10
 PATH_RE = re.compile(r"^/pbxcore/api/(?P<res>[A-Za-z0-9-]+)/(?P<action>[A-Za-z0-9/]+?)/?$")
 LOGIN_PAGE = "/admin-cabinet/session/index"
+# pages a login redirect may land on; they only carry the layout (and its globals)
+OTHER_PAGES = {
+    "/admin-cabinet/extensions/index": "Extensions",
+    "/admin-cabinet/licensing/modify": "Licensing",
+    "/admin-cabinet/general-settings/modify": "General settings",
+}
 
 Action = Callable[["PBX", dict[str, Any]], Awaitable[R]]
 
@@ -193,6 +199,13 @@ async def handle_admin(pbx: PBX, request: web.Request, path: str) -> tuple[web.R
             return _redirect(LOGIN_PAGE), "read"
         return web.Response(text=pbx.admin_modules_page(), content_type="text/html"), "read"
     kind = "read" if request.method == "GET" else "write"
+    if p in OTHER_PAGES and request.method == "GET":
+        if not _admin_authorised(pbx, request):
+            if xhr:
+                return envelope.plain(403, texts.NOT_AUTHORIZED_XHR), kind
+            return _redirect(LOGIN_PAGE), kind
+        page = admin_layout(pbx, OTHER_PAGES[p], f"<h1>{OTHER_PAGES[p]}</h1>", logged_in=True)
+        return web.Response(text=page, content_type="text/html"), kind
     return web.Response(
         status=404, text="<html><body><h1>404 Not Found</h1></body></html>", content_type="text/html"
     ), kind
