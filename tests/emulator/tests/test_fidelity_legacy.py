@@ -556,3 +556,20 @@ def test_feature_status_success_cached_a_day(fleet):
     fleet.control.advance(86400)
     data = expect(pbx.get(pbx.lic_path("getMikoPBXFeatureStatus")), 200, "§5.2 after the day-long cache")
     assert data["result"] is False and messages_of(data, "license"), data
+
+
+def test_remember_me_sets_random_token_cookie(fleet):
+    """§3.2: login with rememberMeCheckBox=on adds a random_token cookie valid 30 days besides PHPSESSID."""
+    pbx = take(fleet)
+    s = pbx.anon()
+    resp = s.post(
+        pbx.url + "/admin-cabinet/session/start",
+        data={"login": pbx.username, "password": pbx.password, "rememberMeCheckBox": "on"},
+        headers={"X-Requested-With": "XMLHttpRequest"},
+        timeout=30,
+    )
+    data = expect(resp, 200, "§3.2")
+    assert data["success"] is True, describe(resp)
+    assert s.cookies.get("PHPSESSID") and s.cookies.get("random_token"), resp.headers.get("Set-Cookie")
+    expiry = next(c.expires for c in s.cookies if c.name == "random_token")
+    assert expiry, "random_token must be a persistent (30-day) cookie (§3.2)"

@@ -33,7 +33,7 @@ from fidelity_helpers import (
 # small against the 600 s leeway / 300 s login window / 120 s cache margins used below.
 fleet = fleet_fixture(count=24, generation="v3", time_scale=0.1)
 # real-time clock for the per-minute nginx limiter, so a slow CI machine cannot stretch the emulated minute
-rl_fleet = fleet_fixture(count=1, generation="v3", time_scale=1.0, name="rl_fleet")
+rl_fleet = fleet_fixture(count=3, generation="v3", time_scale=1.0, name="rl_fleet")
 
 V3 = "/pbxcore/api/v3"
 
@@ -97,6 +97,7 @@ def test_unauthenticated_call_is_401_pbxapiresult_shaped(fleet):
     assert data["data"] == [], describe(resp)
     assert "jsonapi" not in data and "errors" not in data, describe(resp)
     assert set(data["meta"]) >= {"timestamp", "hash"}, describe(resp)
+    assert resp.headers.get("Access-Control-Allow-Origin") == "*", "CORS header on every response (§2)"
 
 
 def test_inventory_api_key_authenticates(fleet):
@@ -1004,6 +1005,16 @@ def test_nginx_rate_limit_180_per_minute_plus_burst(rl_fleet):
     )
     fleet.control.advance(301)
     expect(s.get(pbx.url + V3 + "/system:ping", timeout=30), 200, "§9 block over after 300 s")
+    # second offence: the block doubles (600 s)
+    for _ in range(260):
+        resp = s.get(pbx.url + V3 + "/system:ping", timeout=30)
+        if resp.status_code == 429:
+            break
+    assert resp.status_code == 429, "no 429 on the second burst (§9)"
+    fleet.control.advance(301)
+    expect(s.get(pbx.url + V3 + "/system:ping", timeout=30), 429, "§9 second block lasts 600 s (doubling)")
+    fleet.control.advance(300)
+    expect(s.get(pbx.url + V3 + "/system:ping", timeout=30), 200, "§9 second block over after 600 s")
 
 
 def test_certificate_valid_for_localhost_name(fleet):
@@ -1122,3 +1133,54 @@ def test_api_key_created_without_key_never_reveals_it(fleet):
     rec = data["data"]
     assert rec["has_key"] is True and "key" not in rec and rec["full_permissions"] is False, describe(resp)
     assert not re.search(r"[0-9a-f]{32,}", json.dumps(rec)), f"a full key seems to be returned: {describe(resp)}"
+
+
+def test_rate_limit_switched_off_by_setting(rl_fleet):
+    """§9: PBXRateLimitEnabled=0 (what MikoPBX's own test-suite sets with PATCH general-settings) switches the
+    nginx limiter off -- 250 quick requests all answer."""
+    pbx = rl_fleet.pbx(rl_fleet.names()[1])
+    resp = pbx.request("PATCH", V3 + "/general-settings", json={"settings": {"PBXRateLimitEnabled": "0"}})
+    expect(resp, 200, "§9 / §6 PATCH general-settings")
+    s = pbx.anon()
+    codes = {s.get(pbx.url + V3 + "/system:ping", timeout=30).status_code for _ in range(250)}
+    assert codes == {200}, codes
+
+
+def test_rate_limit_exempts_localhost(rl_fleet):
+    """§9: localhost is exempt from the nginx limiter (the emulator marks local requests with
+    X-Emulator-Localhost: 1)."""
+    pbx = rl_fleet.pbx(rl_fleet.names()[2])
+    s = pbx.anon()
+    s.headers["X-Emulator-Localhost"] = "1"
+    codes = {s.get(pbx.url + V3 + "/system:ping", timeout=30).status_code for _ in range(250)}
+    assert codes == {200}, codes
+
+
+def test_refresh_token_lives_30_days(fleet):
+    """§3.1.2: the refresh token lives 30 days -- a refresh after 29 days works, after 30+ days it is 401."""
+    pbx = take(fleet)
+    s = pbx.anon()
+    expect(pbx.v3_login(s), 200, "§3.1.1")
+    fleet.control.advance(29 * 86400)
+    expect(s.post(pbx.url + V3 + "/auth:refresh", timeout=30), 200, "§3.1.2 within 30 days")
+    fleet.control.advance(86400 + 60)
+    resp = s.post(pbx.url + V3 + "/auth:refresh", timeout=30)
+    data = expect(resp, 401, "§3.1.2 refresh token past 30 days")
+    assert data["result"] is False, describe(resp)
+
+
+def test_advice_list_shape(fleet):
+    """§8.1: advice:getList -> data.advice = {warning: [...], ...}; with www.google.com unreachable a warning
+    with messageTpl adv_ProblemWithInternetConnection is listed."""
+    pbx = take(fleet)
+    resp = pbx.get(V3 + "/advice:getList")
+    data = expect(resp, 200, "§8.1 advice")
+    assert isinstance(data["data"]["advice"], dict), describe(resp)
+    fleet.control.add_fault(pbx.name, "egress_blocked", hosts=["www.google.com"])
+    try:
+        resp = pbx.get(V3 + "/advice:getList")
+    finally:
+        fleet.control.clear_faults(pbx.name)
+    data = expect(resp, 200, "§8.1 advice offline")
+    warnings = data["data"]["advice"].get("warning", [])
+    assert any(w.get("messageTpl") == "adv_ProblemWithInternetConnection" for w in warnings), describe(resp)
