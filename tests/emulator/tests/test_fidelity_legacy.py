@@ -573,3 +573,12 @@ def test_remember_me_sets_random_token_cookie(fleet):
     assert s.cookies.get("PHPSESSID") and s.cookies.get("random_token"), resp.headers.get("Set-Cookie")
     expiry = next(c.expires for c in s.cookies if c.name == "random_token")
     assert expiry, "random_token must be a persistent (30-day) cookie (§3.2)"
+
+
+def test_localhost_needs_no_session(fleet):
+    """§3.2: requests from 127.0.0.1 are accepted without a session (the emulator marks a local request with
+    X-Emulator-Localhost: 1, since all its listeners are on loopback)."""
+    pbx = shared(fleet)
+    resp = pbx.anon().get(pbx.url + API + "/license/ping", headers={"X-Emulator-Localhost": "1"}, timeout=30)
+    data = expect(resp, 200, "§3.2 localhost")
+    assert data["result"] is True, describe(resp)

@@ -1184,3 +1184,20 @@ def test_advice_list_shape(fleet):
     data = expect(resp, 200, "§8.1 advice offline")
     warnings = data["data"]["advice"].get("warning", [])
     assert any(w.get("messageTpl") == "adv_ProblemWithInternetConnection" for w in warnings), describe(resp)
+
+
+def test_api_keys_list_pagination_and_default(fleet):
+    """§3.1.4 / §9: GET api-keys is a plain array; pagination applies only when limit/offset is given;
+    GET api-keys:getDefault answers a template record."""
+    pbx = take(fleet)
+    admin = pbx.bearer(pbx.jwt())
+    for i in range(3):
+        expect(admin.post(pbx.url + V3 + "/api-keys", json={"description": f"page-{i}"}, timeout=30), 201, "§3.1.4")
+    everything = expect(admin.get(pbx.url + V3 + "/api-keys", timeout=30), 200, "§3.1.4 list")["data"]
+    assert isinstance(everything, list) and len(everything) >= 4, everything  # + the inventory key
+    page = expect(
+        admin.get(pbx.url + V3 + "/api-keys", params={"limit": 1, "offset": 1}, timeout=30), 200, "§9 pagination"
+    )["data"]
+    assert isinstance(page, list) and len(page) == 1 and page[0]["id"] == everything[1]["id"], page
+    default = expect(admin.get(pbx.url + V3 + "/api-keys:getDefault", timeout=30), 200, "§3.1.4 getDefault")
+    assert isinstance(default["data"], dict) and "description" in default["data"], default
