@@ -321,6 +321,10 @@ class MikoPBXClient:
                 hint="set api_key (MIKOPBX_API_KEY) or username/password",
             )
 
+        if self.verify is False:
+            # validate_certs: false is the operator's explicit choice; do not repeat urllib3's warning.
+            _silence_insecure_warning()
+
         self.session = requests.Session()
         # Proxies from the environment are honoured; ~/.netrc is neutralised by _HeaderAuth.
         self.session.trust_env = True
@@ -517,7 +521,7 @@ class MikoPBXClient:
         )
 
         if status == 401:
-            how = "API key" if self.api_key else "login session"
+            how = "API key" if self._api_key_active else "login session"
             return MikoPBXError("%s: the PBX did not accept the %s" % (action, how), "auth", **common)
         if status == 403:
             if "access denied" in lower and result.body_kind == "text":
@@ -606,8 +610,13 @@ class MikoPBXClient:
 
     # ------------------------------------------------------------------ authentication
 
+    @property
+    def _api_key_active(self) -> bool:
+        # API keys exist only in v3; a legacy PBX given both uses the login.
+        return bool(self.api_key) and self._generation == "v3"
+
     def _bearer(self) -> str | None:
-        if self.api_key:
+        if self._api_key_active:
             return "Bearer " + self.api_key
         if self._access_token:
             return "Bearer " + self._access_token
@@ -615,7 +624,7 @@ class MikoPBXClient:
 
     def _authenticate(self) -> None:
         """Make sure we are logged in, resolving the generation on the way."""
-        if self.api_key and self._generation == "v3":
+        if self._api_key_active:
             return
         if self._generation == "v3" and self._access_token:
             return
@@ -738,7 +747,7 @@ class MikoPBXClient:
 
     def _reauthenticate(self) -> bool:
         """After a 401: one refresh with the cookie (v3), else one new login. True if renewed."""
-        if self.api_key:
+        if self._api_key_active or not (self.username and self.password):
             return False
         if self._generation == "v3":
             self._access_token = None
@@ -778,7 +787,7 @@ class MikoPBXClient:
 
     def _session_expired(self, response: Any, result: ApiResult) -> bool:
         if response.status_code == 401:
-            return not self.api_key
+            return not self._api_key_active
         # Legacy admin-cabinet answers without a session: 403 "This user is not authorized".
         return (
             self._generation == "legacy"
@@ -939,6 +948,15 @@ class MikoPBXClient:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise MikoPBXError("url must be http(s)://host[:port], got an invalid value", "invalid_input")
         return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _silence_insecure_warning() -> None:
+    try:
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    except (ImportError, AttributeError):  # pragma: no cover - urllib3 always comes with requests
+        pass
 
 
 def _form_value(value: Any) -> Any:

@@ -779,3 +779,11 @@ def test_login_memo_can_be_switched_off(fake_http, monkeypatch):
         with pytest.raises(MikoPBXError):
             client().generation  # noqa: B018
     assert fake_http.count("POST", LOGIN) == 2
+
+
+def test_legacy_with_api_key_and_login_never_sends_the_key(fake_http):
+    fake_http.add("POST", LEGACY_LOGIN_PATH, legacy_login_ok())
+    fake_http.add("GET", LEGACY + "license/ping", Reply(json=legacy_ok([], "ping")))
+    client(api_key=API_KEY, username="admin", password=PASSWORD, generation="legacy").call("license.ping")
+    assert fake_http.paths() == [LEGACY_LOGIN_PATH, LEGACY + "license/ping"]
+    assert all("Authorization" not in r.headers for r in fake_http.requests)
