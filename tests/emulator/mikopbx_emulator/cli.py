@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.handlers
 import sys
 from pathlib import Path
 
@@ -122,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # one line per request: buffer them (flushed every second by the fleet loop, at shutdown and
+    # before any warning) instead of one write syscall per request
+    root_handlers = list(logging.getLogger().handlers)
+    req_logger = logging.getLogger("mikopbx_emulator.request")
+    for h in root_handlers:
+        req_logger.addHandler(logging.handlers.MemoryHandler(500, logging.WARNING, target=h))
+    req_logger.propagate = False
     if args.command == "fleet":
         if args.count < 1:
             print("--count must be >= 1", file=sys.stderr)

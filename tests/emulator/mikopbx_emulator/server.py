@@ -31,6 +31,11 @@ req_log = logging.getLogger("mikopbx_emulator.request")
 SNAPSHOT_KEEP_TARGET = ("JWTSecret", "WEBHTTPSPort", "WEBPort", "PBXVersion", "WebAdminLogin")
 
 
+def flush_request_log() -> None:
+    for h in req_log.handlers:
+        h.flush()
+
+
 @dataclass
 class FleetOptions:
     count: int = 3
@@ -399,6 +404,7 @@ class FleetRuntime:
                     if changed:
                         log.info("%s: hourly licence check disabled %s", pbx.name, ",".join(changed))
             self.save_clock()
+            flush_request_log()
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self, pbx: PBX) -> str:
@@ -452,6 +458,7 @@ class FleetRuntime:
         for p in self.pbxs.values():
             p.close_db()
         self.save_clock()
+        flush_request_log()
 
 
 async def run_fleet(opts: FleetOptions) -> int:
