@@ -376,7 +376,11 @@ class PBX:
     async def reset_key(self) -> R:
         key = self.settings.get("PBXLicense", "")
         if key:
-            self.lic.release(key, self.machine_id)
+            try:
+                await self.lib()
+                self.lic.release(key, self.machine_id)
+            except LicError:
+                pass  # the server never heard of it: the seat stays taken (only the cabinet frees it now)
         self._set_setting("PBXLicense", "")
         return R(True, [], [], "resetKey", proc("License\\ResetLicenseAction"))
 
