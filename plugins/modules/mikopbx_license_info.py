@@ -258,8 +258,14 @@ licence_error:
       description: Error class, e.g. V(licence:2008), V(unreachable), V(timeout).
       type: str
     message:
-      description: What happened, with the PBX's own words (masked).
+      description: What happened (masked).
       type: str
+    pbx_message:
+      description: The PBX's own words (masked).
+      type: str
+    status:
+      description: HTTP status of the PBX's answer.
+      type: int
     hint:
       description: The fix.
       type: str
@@ -300,7 +306,9 @@ def _licence_error(err: MikoPBXError) -> dict[str, Any]:
     return {
         "code": err.licence_code,
         "classification": err.classification,
-        "message": err.describe(),
+        "message": err.message,
+        "pbx_message": err.pbx_message,
+        "status": err.status,
         "hint": err.hint,
     }
 
@@ -313,7 +321,8 @@ def _summary(result: dict[str, Any]) -> str:
     if status == "binding_required":
         return "licence key %s is stored but bound to another machine (licence error 2008)" % key
     if status == "unknown":
-        return "licence key %s is stored; its licence state could not be read" % key
+        cause = (result["licence_error"] or {}).get("message") or "no answer"
+        return "licence key %s is stored; its licence state could not be read (%s)" % (key, cause)
     seats = result["seats"]
     if seats.get("count") is not None:
         return "licence key %s is bound to this PBX; %s of %s seats in use" % (key, seats["captured"], seats["count"])
