@@ -37,6 +37,11 @@ SANITY_FINDINGS := build/sanity-findings.txt
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONDONTWRITEBYTECODE := 1
+# CI logs are files: no colour escapes from molecule (rich), pytest and ansible-lint.
+ifdef CI
+export NO_COLOR := 1
+export PY_COLORS := 0
+endif
 
 # -n auto only when pytest-xdist is installed (it is pinned in requirements-dev.txt).
 XDIST = $(shell $(VBIN)/python -c 'import xdist' >/dev/null 2>&1 && echo '-n auto')
@@ -56,6 +61,10 @@ endef
 
 # pip install, without the machine-wide "Location ... is ignored" index warnings.
 pip_install = $(1)/python -m pip install --quiet $(2) 2>&1 | { grep -v 'is neither a file nor a directory' || true; }
+
+# A check that has nothing to test yet says why, and tells .ci/checks.sh it was skipped.
+CHECKS_DIR := build/checks
+skip = echo "SKIP $(1): $(2)"; mkdir -p $(CHECKS_DIR); echo "$(2)" > $(CHECKS_DIR)/$(1).skipped
 
 say = @printf '\n\033[1m==> %s\033[0m\n' "$(1)"
 
@@ -106,7 +115,7 @@ ruff: venv
 ansible-lint: venv
 	$(call say,ansible-lint)
 ifeq ($(strip $(LINT_ANSIBLE_PATHS)),)
-	@echo "SKIP ansible-lint: no roles/ or playbooks/ yet"
+	@$(call skip,ansible-lint,no roles/ or playbooks/ yet)
 else
 	$(VBIN)/ansible-lint $(if $(CI),--nocolor) $(LINT_ANSIBLE_PATHS)
 endif
@@ -126,9 +135,9 @@ endif
 integration: venv ## integration + emulator tests against the emulator (xdist)
 	$(call say,integration tests)
 ifeq ($(strip $(INTEGRATION_DIRS)),)
-	@echo "SKIP integration: no test files yet under tests/integration or tests/emulator/tests"
+	@$(call skip,integration,no test files yet under tests/integration or tests/emulator/tests)
 else
-	@$(call pytest,$(XDIST) $(INTEGRATION_DIRS))
+	@$(call pytest,$(XDIST) --durations=10 $(INTEGRATION_DIRS))
 endif
 
 # ---------------------------------------------------------------------------------------------
@@ -157,7 +166,7 @@ sanity-221: sanity-stage pip-standin
 molecule: venv ## molecule test --all (native scenarios, no containers)
 	$(call say,molecule)
 ifeq ($(strip $(MOLECULE_SCENARIOS)),)
-	@echo "SKIP molecule: no scenario under molecule/ yet"
+	@$(call skip,molecule,no scenario under molecule/ yet)
 else
 	PATH=$(VBIN):$$PATH $(VBIN)/molecule test --all
 endif
@@ -170,12 +179,15 @@ build: venv ## build the collection tarball into build/
 # ---------------------------------------------------------------------------------------------
 # Aggregates and tools
 
-# -k: one failing check does not hide the results of the others; make still exits non-zero.
+# Every check runs even when an earlier one fails; the summary at the end lists them all and
+# make exits non-zero if any failed. Sanity (CPU-light, mostly waiting on its own venvs and
+# pylint) runs in the background next to the other checks.
+CHECKS := ruff ansible-lint changelog-lint unit integration molecule build
+BACKGROUND_CHECKS := sanity-219 sanity-221
+
 test: ## everything CI runs
-	$(MAKE) --no-print-directory venv venv-221 $(COLLECTION_LINK)
-	@$(MAKE) --no-print-directory -k lint unit integration sanity molecule build \
-		|| { printf '\n\033[1;31m==> make test: FAILED (the "***" lines above name the failed targets)\033[0m\n'; exit 1; }
-	$(call say,make test: all checks passed)
+	@$(MAKE) --no-print-directory venv venv-221 $(COLLECTION_LINK) pip-standin
+	@.ci/checks.sh "$(MAKE)" $(CHECKS_DIR) --background "$(BACKGROUND_CHECKS)" $(CHECKS)
 
 demo: venv ## run the role against an emulated fleet (scripts/demo.sh)
 	@test -x scripts/demo.sh || test -f scripts/demo.sh || \

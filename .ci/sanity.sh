@@ -2,8 +2,8 @@
 # Run `ansible-test sanity` with one ansible-core venv on the staged copy of the collection.
 # Usage: .ci/sanity.sh VENV_BIN PYTHON_VERSION COLLECTION_COPY FINDINGS_FILE
 #
-# The full output is kept in build/sanity-<python>.log; on failure the ERROR lines are appended
-# to FINDINGS_FILE with a header saying which run found them.
+# The full output is kept in build/sanity-<python>.log; on failure the ERROR lines (and the
+# output of failed commands) go to FINDINGS_FILE, under a header naming the run that found them.
 set -euo pipefail
 
 venv_bin="$1"
@@ -29,12 +29,23 @@ rc=0
     ansible-test sanity --local --requirements --python "${python_version}" --color no
 ) 2>&1 | tee "${log}" | { grep -Ev "${pip_progress}" || true; } || rc=$?
 
+# Findings of this run replace those of the previous run for the same Python version; the
+# findings file is the union of the versions that currently fail.
+own_findings="${findings%.txt}-${python_version}.txt"
+rm -f "${own_findings}"
 if [[ "${rc}" -ne 0 ]]; then
     {
         echo "## ansible-test sanity, ansible-core ${core_version}, Python ${python_version}, $(date -u +%FT%TZ)"
-        grep -E '^(ERROR|FATAL):' "${log}" || echo "(no ERROR lines; see ${log})"
+        # ERROR/FATAL lines, plus the output of a failed command that ansible-test quotes after them.
+        awk '/^(ERROR|FATAL):/ { print; quoting = 0; next }
+             /^>>> / { quoting = 1; print; next }
+             /^Running sanity test/ { quoting = 0 }
+             quoting { print }' "${log}"
         echo
-    } >>"${findings}"
+    } >"${own_findings}"
     echo "sanity (ansible-core ${core_version}, Python ${python_version}) failed; findings in ${findings}" >&2
 fi
+shopt -s nullglob
+parts=("${findings%.txt}"-*.txt)
+if ((${#parts[@]})); then cat "${parts[@]}" >"${findings}"; else rm -f "${findings}"; fi
 exit "${rc}"

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Run make targets as independent checks, keep going past failures, and print one summary.
+#
+# Usage: .ci/checks.sh MAKE STATUS_DIR [--background "TARGET..."] TARGET...
+#
+# The --background targets run one after the other in the background while the others run in
+# the foreground, one after the other; the output of the background targets is printed after
+# the foreground ones, so the two never interleave. A target that skips itself (because what it
+# would test does not exist yet) says so by creating STATUS_DIR/<target>.skipped.
+set -uo pipefail
+
+make_cmd="$1"
+status_dir="$2"
+shift 2
+
+background=()
+if [[ "${1:-}" == "--background" ]]; then
+    read -r -a background <<<"$2"
+    shift 2
+fi
+foreground=("$@")
+
+rm -rf "${status_dir}"
+mkdir -p "${status_dir}"
+
+# run_check TARGET: runs one target and records passed/failed/skipped for it.
+run_check() {
+    local target="$1" started elapsed
+    started=$(date +%s)
+    if ${make_cmd} --no-print-directory "${target}"; then
+        [[ -e "${status_dir}/${target}.skipped" ]] || touch "${status_dir}/${target}.passed"
+    else
+        touch "${status_dir}/${target}.failed"
+    fi
+    elapsed=$(($(date +%s) - started))
+    echo "${elapsed}" >"${status_dir}/${target}.seconds"
+}
+
+background_pid=""
+if ((${#background[@]})); then
+    (
+        for target in "${background[@]}"; do
+            run_check "${target}" >"${status_dir}/${target}.log" 2>&1
+        done
+    ) &
+    background_pid=$!
+fi
+
+for target in "${foreground[@]}"; do
+    run_check "${target}"
+done
+
+if [[ -n "${background_pid}" ]]; then
+    wait "${background_pid}"
+    for target in "${background[@]}"; do
+        printf '\n\033[1m==> %s (ran in the background; output follows)\033[0m\n' "${target}"
+        cat "${status_dir}/${target}.log"
+    done
+fi
+
+passed=0 failed=0 skipped=0
+printf '\n\033[1m==> summary\033[0m\n'
+for target in "${foreground[@]}" "${background[@]}"; do
+    seconds=$(cat "${status_dir}/${target}.seconds" 2>/dev/null || echo "?")
+    if [[ -e "${status_dir}/${target}.failed" ]]; then
+        result="FAILED" failed=$((failed + 1))
+    elif [[ -e "${status_dir}/${target}.skipped" ]]; then
+        result="skipped: $(cat "${status_dir}/${target}.skipped")" skipped=$((skipped + 1))
+    else
+        result="passed" passed=$((passed + 1))
+    fi
+    printf '  %-16s %5ss  %s\n' "${target}" "${seconds}" "${result}"
+done
+
+echo "checks: ${passed} passed, ${failed} failed, ${skipped} skipped"
+((failed == 0))
