@@ -37,6 +37,17 @@ Faults (POST /control/faults or /control/pbx/{name}/faults with {"name": ..., pa
 licensing_down, licensing_slow{delay}, licensing_5xx, egress_blocked{hosts}, dns_failure{hosts},
 tls_intercept{hosts}, worker_timeout{count,match,apply}, db_locked{count,match},
 queue_full{count,match}, rate_limit{count,match}.
+
+Control API (plain HTTP on 127.0.0.1, JSON): GET /control/fleet, /control/inventory,
+/control/pbx/{name}/state, /control/pbx/{name}/requests (DELETE clears), /control/requests/summary;
+POST|DELETE|GET /control/faults and /control/pbx/{name}/faults; PUT /control/pbx/{name}/license-key
+{key,bind}, /modules [rows], /options {localhost_bypass,rate_limit,fail2ban}; DELETE
+/control/pbx/{name}/bans; POST /control/pbx/{name}/snapshot, /restore {snapshot,new_machine},
+/license-check; POST|GET /control/licensing/companies; GET|PATCH /control/licensing/keys/{key};
+POST /control/licensing/coupons; GET /control/cabinet/keys/{key}/seats; DELETE
+/control/cabinet/keys/{key}/seats/{machine_id}; POST /control/clock/advance {seconds}; GET /control/clock.
+Python: mikopbx_emulator.harness.Fleet.start(...) runs this command and returns a handle with
+.hosts, .inventory_path, .ca_path and .control (one method per endpoint).
 """
 
 
