@@ -319,7 +319,8 @@ def test_script_dns_failure_and_refused_port():
         closed = probe.getsockname()[1]
     results = _run(["no-such-host.invalid", "localhost"], closed)
     assert [x["failed_stage"] for x in results] == ["dns", "tcp"]
-    assert results[0]["curl_exit"] == 6 and results[1]["curl_exit"] == 7
+    # A resolver that does not answer at all gives a resolving timeout (28) instead of 6.
+    assert results[0]["curl_exit"] in (6, 28) and results[1]["curl_exit"] == 7
 
 
 @needs_tools
