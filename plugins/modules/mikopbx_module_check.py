@@ -39,7 +39,11 @@ attributes:
         at least one.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
+    support: partial
+    details:
+      - Only with O(remediate=true). The diff shows the enabled state and disable reason of the modules that
+        remediation brought back; in check mode, of the modules it would try (whether the licence allows it is
+        only known in a real run).
   action_group:
     description: Use C(group/mikopbx.marketplace.mikopbx) in C(module_defaults) to set defaults for this module.
     support: full
@@ -271,6 +275,21 @@ msg:
   returned: always
   type: str
   sample: "6 modules, 4 disabled, 1 disabled for lack of a licence (ModuleUsersUI)"
+diff:
+  description: The modules whose state remediation changed (or would try to change in check mode).
+  returned: with O(remediate=true) and C(--diff) when a remediation was attempted or planned
+  type: dict
+  sample:
+    before:
+      modules:
+        ModuleUsersUI:
+          enabled: false
+          disable_reason: licence
+    after:
+      modules:
+        ModuleUsersUI:
+          enabled: true
+          disable_reason: null
 error:
   description: Details of a failure to talk to the PBX (masked), with the classification and the fix.
   returned: when the PBX could not be read
@@ -493,14 +512,17 @@ class ModuleChecker:
 
         remediation: list[dict[str, Any]] = []
         changed = False
+        diff = None
         if self.params["remediate"]:
             candidates = ms.remediation_candidates(modules)
             remediation, changed, wrote = self.remediate(candidates)
             if self.module.check_mode:
                 changed = bool(candidates)
+                diff = module_diff(candidates, [dict(m, enabled=True, disable_reason=None) for m in candidates])
             elif wrote:
                 modules = self.reread_modules()
                 changed = self.reconcile(remediation, modules) or changed
+                diff = module_diff(candidates, modules)
 
         required = ms.required_problems(modules, self.params["required"])
         selected = None
@@ -518,6 +540,8 @@ class ModuleChecker:
             "marketplace": marketplace,
             "remediation": remediation,
         }
+        if diff is not None and self.module._diff:
+            result["diff"] = diff
         result["msg"] = self.message(result)
         return result
 
@@ -536,6 +560,21 @@ class ModuleChecker:
         if result["marketplace"]["status"] not in ("ok", "skipped"):
             text += "; marketplace %s" % result["marketplace"]["status"]
         return text
+
+
+def module_diff(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, Any]:
+    """Enabled state and disable reason of the modules whose state differs (only changed keys)."""
+    now = {m["uniqid"]: m for m in after}
+    diff: dict[str, Any] = {"before": {"modules": {}}, "after": {"modules": {}}}
+    for module in before:
+        later = now.get(module["uniqid"])
+        if later is None:
+            continue
+        for key in ("enabled", "disable_reason"):
+            if module[key] != later[key]:
+                diff["before"]["modules"].setdefault(module["uniqid"], {})[key] = module[key]
+                diff["after"]["modules"].setdefault(module["uniqid"], {})[key] = later[key]
+    return diff
 
 
 def main() -> None:

@@ -98,8 +98,10 @@ def legacy_args(**extra: Any) -> dict[str, Any]:
     return dict(args, **extra)
 
 
-def run(capsys: pytest.CaptureFixture[str], args: dict[str, Any], *, check: bool = False) -> tuple[dict, str]:
-    args = dict(args, _ansible_check_mode=check)
+def run(
+    capsys: pytest.CaptureFixture[str], args: dict[str, Any], *, check: bool = False, diff: bool = False
+) -> tuple[dict, str]:
+    args = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
     ansible_warnings._global_warnings.clear()
     ansible_warnings._global_deprecations.clear()
     with patch_module_args(args), pytest.raises(SystemExit):
@@ -496,3 +498,28 @@ def test_marketplace_check_that_times_out_on_the_controller_is_unreachable(fake_
     assert result["marketplace"]["status"] == "unreachable"
     assert fake_http.count("GET", MARKET_V3) == 1
     assert result["modules"]
+
+
+def test_diff_shows_the_modules_remediation_brought_back(fake_http, capsys):
+    after = [dict(ROWS[0], disabled="0")] + ROWS[1:]
+    fake_http.set("POST", SQL, sql_reply(ROWS), sql_reply(after))
+    fake_http.set("GET", MARKET_V3, market_ok())
+    fake_http.set("GET", V3 + "modules/ModuleUsersUI:getModuleInfo", module_info())
+    fake_http.set("POST", CAPTURE_V3, B.Reply(200, json=B.v3_ok()))
+    fake_http.set("POST", V3 + "modules/ModuleUsersUI:enable", B.Reply(200, json=B.v3_ok()))
+
+    result, _out = run(capsys, v3_args(remediate=True), diff=True)
+
+    assert result["diff"] == {
+        "before": {"modules": {"ModuleUsersUI": {"enabled": False, "disable_reason": "licence"}}},
+        "after": {"modules": {"ModuleUsersUI": {"enabled": True, "disable_reason": None}}},
+    }
+
+
+def test_diff_in_check_mode_is_the_plan_and_absent_without_remediation(fake_http, capsys):
+    v3_pbx(fake_http)
+    result, _out = run(capsys, v3_args(remediate=True), check=True, diff=True)
+    assert result["diff"]["after"]["modules"] == {"ModuleUsersUI": {"enabled": True, "disable_reason": None}}
+
+    result, _out = run(capsys, v3_args(), diff=True)
+    assert "diff" not in result
