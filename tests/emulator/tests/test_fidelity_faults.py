@@ -27,7 +27,7 @@ from fidelity_helpers import (
 GENS = ["v3", "legacy"]
 SCALE = 0.01  # worker waits (30 s v3 / 10 s legacy) become 0.3 s / 0.1 s
 
-fleet = fleet_fixture(count=60, generation="mixed", time_scale=SCALE)
+fleet = fleet_fixture(count=80, generation="mixed", time_scale=SCALE)
 
 
 def take(fv, gen):

@@ -31,7 +31,7 @@ from fidelity_helpers import (
 GENS = ["v3", "legacy"]
 
 # Time scale 0.1: expiries/waits 10x faster; tests move the clock explicitly for the 120 s cache.
-fleet = fleet_fixture(count=48, generation="mixed", time_scale=0.1)
+fleet = fleet_fixture(count=64, generation="mixed", time_scale=0.1)
 # A separate fleet for the seat arithmetic: 10 seats per key + one machine too many.
 seats_fleet = fleet_fixture(count=12, generation="mixed", time_scale=0.1, name="seats_fleet")
 
@@ -486,3 +486,42 @@ def test_legacy_passes_raw_errors_v3_translates(fleet):
         for p in (v3, legacy)
     }
     assert m2008["v3"] != m2008["legacy"], f"legacy must carry the raw library error for 2008 (§5.2): {m2008}"
+
+
+# ------------------------------------------------------------------------------------------ key-format quirks
+
+
+@pytest.mark.parametrize("gen", GENS)
+def test_lower_case_key_becomes_a_trial_attempt(fleet, gen):
+    """§5.2 step 2 / §5.5: the server only checks length 28 and the prefix "MIKO-" -- a lower-case key fails the
+    prefix check and silently becomes a trial registration, which without company data fails as a trial (v3 502,
+    not the invalid-key 400); nothing stored."""
+    pbx = take(fleet, gen)
+    key = fleet.control.create_company()
+    sent = {"licKey": key.lower()}
+    licence_failure(pbx, pbx.lic_request(sent), 502, "§5.2 trial failure (not a key check)", sent)
+    assert fleet.control.license_key(pbx.name) == ""
+
+
+@pytest.mark.parametrize("gen", GENS)
+def test_pattern_not_enforced_beyond_prefix_and_length(fleet, gen):
+    """§5.5: the documented pattern ^MIKO-[A-Z0-9]{5}(-…){3}$ is not enforced -- 28 chars with the MIKO- prefix but
+    lower-case groups are sent to the licence server as a key: unknown key 2026 (v3 400, legacy 200 false)."""
+    pbx = take(fleet, gen)
+    sent = {"licKey": "MIKO-" + random_key()[5:].lower()}
+    licence_failure(pbx, pbx.lic_request(sent), 400, "§5.2 key check (2026)", sent)
+    assert fleet.control.license_key(pbx.name) == ""
+
+
+@pytest.mark.parametrize("gen", GENS)
+def test_trial_on_a_pbx_with_a_key_replaces_it(fleet, gen):
+    """§5.2 step 2 (FC-02): the PBX does not refuse company details when it already holds a key -- the trial
+    registration runs and stores the newly issued key over the old one (why the collection must refuse locally)."""
+    pbx = take(fleet, gen)
+    key = fleet.control.create_company()
+    apply_key(pbx, key)
+    sent = trial_fields()
+    resp = pbx.lic_request(sent)
+    data = expect(resp, 200, "§5.2 trial on a keyed PBX", sent)
+    assert data["result"] is True and data["data"]["PBXLicense"] != key, describe(resp, sent)
+    assert fleet.control.license_key(pbx.name) == data["data"]["PBXLicense"]
