@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +105,11 @@ async def _disable(p: PBX, d: dict[str, Any]) -> R:
 @_r("GET", "sysinfo", "getInfo", "read")
 async def _sysinfo(p: PBX, d: dict[str, Any]) -> R:
     return await p.sysinfo()
+
+
+@_r("GET", "advice", "getList", "read")
+async def _advice(p: PBX, d: dict[str, Any]) -> R:
+    return await p.advice()
 
 
 @_r("GET", "sysinfo", "getHypervisorInfo", "read")
@@ -251,4 +257,10 @@ async def _session_start(pbx: PBX, request: web.Request, xhr: bool) -> web.Respo
     else:
         resp = _redirect("/admin-cabinet/extensions/index")
     resp.headers.add("Set-Cookie", f"PHPSESSID={sid}; path=/; HttpOnly")
+    if str(data.get("rememberMeCheckBox") or "") == "on":
+        # remember-me: an extra 30-day random_token cookie (the session itself still lasts 3600 s)
+        token = pbx.fleet.ids.hex(64)
+        pbx.remember_tokens[token] = now + 30 * 86400
+        expires = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now + 30 * 86400))
+        resp.headers.add("Set-Cookie", f"random_token={token}; expires={expires}; path=/; HttpOnly")
     return resp

@@ -244,6 +244,7 @@ for _res, _proc in {
     "modules": P_MOD,
     "api-keys": NS + "ApiKeysManagementProcessor",
     "general-settings": NS + "GeneralSettingsManagementProcessor",
+    "advice": NS + "AdviceManagementProcessor",
 }.items():
     RESOURCES[_res] = _proc
 
@@ -493,7 +494,50 @@ async def keys_generate(ctx: Ctx) -> R:
 
 @route("api-keys", None, "GET")
 async def keys_list(ctx: Ctx) -> R:
-    return R(True, [_key_record(k) for k in ctx.pbx.state["api_keys"]], [], "getList", proc(P_KEYS + "GetListAction"))
+    rows = [_key_record(k) for k in ctx.pbx.state["api_keys"]]
+    search = str(ctx.data.get("search") or "").lower()
+    if search:
+        rows = [r for r in rows if search in r["description"].lower()]
+    order = ctx.data.get("order")
+    if order in ("description", "id"):
+        rows.sort(
+            key=lambda r: int(r["id"]) if order == "id" else r["description"],
+            reverse=str(ctx.data.get("orderWay") or "ASC").upper() == "DESC",
+        )
+    # pagination only when limit or offset is given (reference §9); server cap 1000
+    if "limit" in ctx.data or "offset" in ctx.data:
+        try:
+            limit = min(1000, max(1, int(ctx.data.get("limit") or 20)))
+            offset = max(0, int(ctx.data.get("offset") or 0))
+        except (TypeError, ValueError):
+            limit, offset = 20, 0
+        rows = rows[offset : offset + limit]
+    return R(True, rows, [], "getList", proc(P_KEYS + "GetListAction"))
+
+
+@route("api-keys", "getDefault", "GET")
+async def keys_default(ctx: Ctx) -> R:
+    data = {
+        "id": "",
+        "description": "",
+        "created_at": "",
+        "last_used_at": "",
+        "networkfilterid": "none",
+        "key_display": "",
+        "full_permissions": False,
+        "allowed_paths": {},
+        "has_key": False,
+        "allowed_paths_count": 0,
+        "networkfilter_represent": "",
+        "has_network_filter": False,
+        "represent": "",
+    }
+    return R(True, data, [], "getDefault", proc(P_KEYS + "GetDefaultAction"))
+
+
+@route("advice", "getList", "GET")
+async def advice_list(ctx: Ctx) -> R:
+    return await ctx.pbx.advice()
 
 
 @route("api-keys", None, "GET,PUT,PATCH,DELETE", with_id=True)

@@ -146,6 +146,7 @@ class PBX:
         self.requests = RequestLog()
         # runtime-only state (like Redis on the box)
         self.sessions: dict[str, dict[str, Any]] = {}
+        self.remember_tokens: dict[str, float] = {}
         self.refresh_tokens: dict[str, dict[str, Any]] = {}
         self.login_failures: list[float] = []
         self.refresh_hits: list[float] = []
@@ -811,6 +812,25 @@ class PBX:
             r.result = True  # 2024 does not validate the body: an empty answer comes back as the ip
             r.data = {"ip": ""}
         return r
+
+    async def advice(self) -> R:
+        """advice:getList — the connectivity advice checks https://www.google.com/ (5 s)."""
+        v3 = self.generation == "v3"
+        fv = self.fault_view
+        host = "www.google.com"
+        advice: dict[str, Any] = {}
+        if fv.for_host("egress_blocked", host):
+            await self.fleet.clock.sleep(5)
+            advice["warning"] = [{"messageTpl": "adv_ProblemWithInternetConnection", "messageParams": []}]
+        elif fv.for_host("dns_failure", host) or fv.for_host("tls_intercept", host):
+            advice["warning"] = [{"messageTpl": "adv_ProblemWithInternetConnection", "messageParams": []}]
+        return R(
+            True,
+            {"advice": advice},
+            [],
+            "getList",
+            proc("Advice\\GetAdviceListAction") if v3 else f"{NS}AdviceProcessor::callBack",
+        )
 
     def mac(self) -> str:
         h = self.machine_id
