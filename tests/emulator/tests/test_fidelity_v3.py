@@ -1201,3 +1201,32 @@ def test_api_keys_list_pagination_and_default(fleet):
     assert isinstance(page, list) and len(page) == 1 and page[0]["id"] == everything[1]["id"], page
     default = expect(admin.get(pbx.url + V3 + "/api-keys:getDefault", timeout=30), 200, "§3.1.4 getDefault")
     assert isinstance(default["data"], dict) and "description" in default["data"], default
+
+
+def test_sql_error_is_500(fleet):
+    """§6: system:executeSqlRequest answers 500 on an SQL error (e.g. an unknown table)."""
+    pbx = shared(fleet)
+    resp = pbx.sql("SELECT * FROM m_NoSuchTable")
+    data = expect(resp, 500, "§6 SQL error")
+    assert data["result"] is False and messages_of(data, "error"), describe(resp)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "action"),
+    [("GET", "/modules/ModuleTemplate", "getRecord"), ("POST", "/modules", "create"),
+     ("GET", "/modules:getDefault", "getDefault")],
+)  # fmt: skip
+def test_modules_crud_not_implemented_422(fleet, method, path, action):
+    """§7.2: the modules resource has no CRUD in the processor -> 422 "Unknown action - <action> in …"."""
+    pbx = shared(fleet)
+    resp = pbx.request(method, V3 + path, json={} if method == "POST" else None)
+    data = expect(resp, 422, "§7.2 modules CRUD")
+    assert data["messages"]["error"] == [f"Unknown action - {action} in {MODULES_PROCESSOR}"], describe(resp)
+
+
+def test_reset_key_is_get_only_405_on_post(fleet):
+    """§5.1: license:resetKey is mapped for GET; POST -> 405 "Method 'resetKey' is not allowed with HTTP POST"."""
+    pbx = shared(fleet)
+    resp = pbx.post(V3 + "/license:resetKey", json={})
+    data = expect(resp, 405, "§5.1 / §4")
+    assert data["messages"]["error"] == ["Method 'resetKey' is not allowed with HTTP POST"], describe(resp)
