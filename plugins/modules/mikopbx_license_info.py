@@ -284,6 +284,7 @@ from ansible_collections.mikopbx.marketplace.plugins.module_utils.common import 
 )
 from ansible_collections.mikopbx.marketplace.plugins.module_utils.errors import MikoPBXError
 from ansible_collections.mikopbx.marketplace.plugins.module_utils.licence import (
+    is_valid_license_key,
     mask_license_key,
     normalize_license_key,
     read_license_info,
@@ -360,7 +361,18 @@ def main() -> None:
         licence_error=None,
     )
 
-    if key:
+    if key and not is_valid_license_key(key):
+        # The PBX refuses to look up a malformed key (lic_WrongLicenseKeyOrEmpty); say so instead.
+        result["binding_status"] = "unknown"
+        result["licence_error"] = {
+            "code": None,
+            "classification": "invalid_input",
+            "message": "the PBX stores a malformed licence key",
+            "pbx_message": None,
+            "status": None,
+            "hint": "apply the company key with mikopbx.marketplace.mikopbx_license_binding or mikopbx_register",
+        }
+    elif key:
         try:
             info = read_license_info(client, legacy_feature_check=True)
         except MikoPBXError as err:

@@ -325,3 +325,14 @@ def test_legacy_silent_failure_with_healthy_feature_is_unknown(capsys, fake_http
     result = run(capsys, login_args(api_generation="legacy"))[0]
     assert result["binding_status"] == "unknown"
     assert result["licence_error"]["classification"] == "server"
+
+
+def test_malformed_stored_key_is_reported_not_looked_up(capsys, fake_http):
+    fake_http.add("POST", SQL, settings_rows("MIKO-AAAAA-BBBBB"))
+    result, out = run(capsys, v3_args())
+    assert result.get("failed") is not True
+    assert result["binding_status"] == "unknown"
+    assert result["license_key_masked"] == "*****"
+    assert result["licence_error"]["classification"] == "invalid_input"
+    assert fake_http.calls() == [("POST", SQL)]
+    assert "BBBBB" not in out
