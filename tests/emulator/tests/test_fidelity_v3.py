@@ -1028,9 +1028,10 @@ def test_certificate_valid_for_localhost_name(fleet):
     resp = pbx.anon().get(f"https://localhost:{port}/pbxcore/api/v3/system:ping", timeout=30)
     expect(resp, 200, "design §2 SAN localhost")
     ctx = ssl.create_default_context(cafile=pbx.ca)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            assert tls.version() in ("TLSv1.2", "TLSv1.3"), tls.version()
+    for server_name in ("127.0.0.1", pbx.name):  # SAN: the address and the PBX name
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname=server_name) as tls:
+                assert tls.version() in ("TLSv1.2", "TLSv1.3"), tls.version()
 
 
 def test_fail2ban_counts_failed_logins_not_401s(fleet):

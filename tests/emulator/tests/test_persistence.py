@@ -150,3 +150,36 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path):
         expect(v3.bearer(created_key).get(v3.url + V3 + "/system:checkAuth", timeout=30), 200, "created API key")
     finally:
         second.stop()
+
+
+def test_inventory_contract_and_readiness(tmp_path):
+    """design §2: the inventory appears only once every listener accepts (each PBX answers at once); vars carry
+    ansible_connection local, the interpreter, the control URL and the CA; hosts carry URL, generation, admin
+    user, a distinct random password and (v3 only) a 64-hex full-permission API key; mixed alternates v3, legacy."""
+    import re
+
+    fl = start_fleet(tmp_path / "state", 20, "mixed", 0.1)
+    try:
+        fv = FleetView(fl)
+        gvars = fv.inventory["all"]["vars"]
+        assert gvars["ansible_connection"] == "local" and gvars["ansible_python_interpreter"], gvars
+        assert gvars["mikopbx_emulator_control_url"].startswith("http://127.0.0.1:"), gvars
+        names = sorted(fv.hostvars)
+        assert names == [f"pbx-{i:03d}" for i in range(1, 21)], names
+        passwords = set()
+        for i, name in enumerate(names):
+            hv = fv.hostvars[name]
+            assert hv["mikopbx_generation"] == ("v3" if i % 2 == 0 else "legacy"), (name, hv)
+            assert re.fullmatch(r"https://127\.0\.0\.1:\d+", hv["mikopbx_url"]), hv
+            assert hv["mikopbx_username"] == "admin", hv
+            passwords.add(hv["mikopbx_password"])
+            if hv["mikopbx_generation"] == "v3":
+                assert re.fullmatch(r"[0-9a-f]{64}", hv["mikopbx_api_key"]), hv
+            else:
+                assert "mikopbx_api_key" not in hv, hv
+            pbx = fv.pbx(name)
+            resp = pbx.anon().get(pbx.url + "/pbxcore/api/system/ping", timeout=10)
+            assert resp.status_code == 200 and resp.text.strip() == "PONG", (name, resp.status_code)
+        assert len(passwords) == len(names), "passwords must be random per PBX"
+    finally:
+        fl.stop()
