@@ -404,3 +404,30 @@ def test_probe_licensing_5xx_is_an_http_stage_failure(clean):
     fv.control.add_fault(pbx.name, "licensing_5xx")
     rows = run_probe(pbx)
     assert all(r["exit"] == "0" and int(r["http"]) >= 500 for r in rows.values()), rows
+
+
+# ------------------------------------------------------------------------------------------ worker pool
+
+
+@pytest.mark.parametrize(("gen", "workers", "delay", "ok_status", "late_status"),
+                         [("v3", 3, 20, 200, 400), ("legacy", 4, 6, 200, 500)])  # fmt: skip
+def test_slow_licence_calls_occupy_the_worker_pool(clean, gen, workers, delay, ok_status, late_status):
+    """§1 / §9: the API is served by a fixed worker pool (v3 3 workers, 30 s wait; legacy 4 workers, 10 s wait) and a
+    slow licence call occupies a worker -- with 2 x workers concurrent slow pings, the first `workers` answer after
+    one delay, the rest wait for a free worker and exceed the wait (v3 400 / legacy 500)."""
+    import concurrent.futures
+
+    fv = clean
+    pbx = take(fv, gen)
+    sessions = [fresh_session(pbx) for _ in range(2 * workers)]
+    fv.control.add_fault(pbx.name, "licensing_slow", delay=delay)
+
+    def call(s):
+        return s.get(pbx.url + pbx.lic_path("ping"), timeout=60).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(len(sessions)) as pool:
+        codes = sorted(pool.map(call, sessions))
+    assert codes.count(ok_status) == workers and codes.count(late_status) == workers, (
+        f"{gen}: {2 * workers} concurrent slow ({delay} s) license pings -> {codes}; §9 expects {workers} x "
+        f"{ok_status} and {workers} x {late_status} (pool of {workers})"
+    )
