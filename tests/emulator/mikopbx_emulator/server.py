@@ -150,6 +150,12 @@ class FleetRuntime:
             self._seed_company(opts.company_key_on)
         self.meta.setdefault("created_at", time.time())
         self.meta["count"] = max(int(self.meta.get("count", 0)), opts.count)
+        # a restart with the same --seed must not replay the previous run's random values (session
+        # ids, tokens, generated keys): continue from a per-run derived seed
+        self.meta["runs"] = int(self.meta.get("runs", 0)) + 1
+        if opts.seed is not None and self.meta["runs"] > 1:
+            self.ids = Ids(opts.seed * 1_000_003 + self.meta["runs"])
+            self.licensing.ids = self.ids
 
     def _seed_company(self, spec: str) -> None:
         names = list(self.pbxs)
