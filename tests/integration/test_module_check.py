@@ -199,10 +199,11 @@ def test_fc12_reasons_remediation_and_check_mode(start_fleet, run_playbook, gene
     renew_licence(fleet, key)
     fleet.control.clear_requests(host)
     task = {"name": "fix", MODULE: {"remediate": True, "fail_on": ["licence"]}}
-    run = run_playbook(fleet, [task], connection=CONNECTION)
+    run = run_playbook(fleet, [task], connection=CONNECTION, diff=True)
     result = run.result(host, "fix")
     assert result.get("failed") is not True, result.get("msg")
     assert result["changed"] is True
+    assert result["diff"]["after"]["modules"] == {"ModuleUsersUI": {"enabled": True, "disable_reason": None}}
     [entry] = result["remediation"]
     assert entry["result"] == "enabled" and entry["captured"] is True
     assert by_id(result)["ModuleUsersUI"]["enabled"] is True
