@@ -63,6 +63,8 @@ LEGACY_MODULES_PAGE = "/admin-cabinet/pbx-extension-modules/index"
 SETTINGS_KEYS = ("PBXLicense", "PBXVersion", "Name")
 SETTINGS_SQL = "SELECT key, value FROM m_PbxSettings WHERE key IN ('PBXLicense','PBXVersion','Name')"
 
+# Licence-library conditions that mean "the PBX could not talk to the licensing service".
+LICENSING_CONDITIONS = ("no_answer", "dns", "tls", "upstream")
 WORKER_TIMEOUT_TEXT = "request timeout or worker not responding"
 DB_LOCKED_TEXT = "database is locked"
 
@@ -557,9 +559,9 @@ class MikoPBXClient:
             return licence_error(code, "%s: licence error %s (%s)" % (action, code, meaning), **common)
         licence_related = bool(result.messages.get("license")) or action.startswith("license.")
         queue_full = "temporarily unavailable" in lower
-        if code in ("no_answer", "dns") or (licence_related and status in (502, 503) and not queue_full):
+        if code in LICENSING_CONDITIONS or (licence_related and status in (502, 503) and not queue_full):
             return licence_error(
-                code if code in ("no_answer", "dns") else "no_answer",
+                code if code in LICENSING_CONDITIONS else "no_answer",
                 "%s: the PBX could not reach the licensing service" % action,
                 **common,
             )

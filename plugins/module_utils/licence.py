@@ -104,6 +104,19 @@ LICENCE_CODES: dict[int | str, LicenceCode] = {
     ),
     "no_answer": LicenceCode("no_answer", "the licensing service gave no answer", LICENSING_HOSTS_HINT, "unreachable"),
     "dns": LicenceCode("dns", "the PBX cannot resolve the licensing server name", LICENSING_HOSTS_HINT, "unreachable"),
+    "tls": LicenceCode(
+        "tls",
+        "the PBX's TLS connection to the licensing server was not trusted (certificate problem)",
+        "a TLS-inspecting proxy or firewall probably intercepts the PBX's HTTPS: exempt lic.mikopbx.com and "
+        "releases.mikopbx.com from inspection; mikopbx_reachability shows the tls stage",
+        "unreachable",
+    ),
+    "upstream": LicenceCode(
+        "upstream",
+        "the licensing server answered with a server error",
+        "the licensing service is failing: retry later; if it persists for all PBXs, contact MIKO",
+        "unreachable",
+    ),
     "no_pbx_response": LicenceCode(
         "no_pbx_response",
         "the PBX did not answer the licence request",
@@ -138,6 +151,8 @@ _TEXT_PATTERNS: list[tuple[int | str, re.Pattern]] = [
     (2011, re.compile(r"licen[cs]e.*(has\s+)?expired|expired.*licen[cs]e", re.I)),
     (2026, re.compile(r"licen[cs]e\s+key\s+number\s+is\s+(wrong|incorrect|invalid)", re.I)),
     (2009, re.compile(r"invalid\s+licen[cs]e\s+key|licen[cs]e\s+key\s+(error|is\s+(invalid|blocked))", re.I)),
+    ("tls", re.compile(r"ssl\s+certificate\s+problem|certificate\s+(verify\s+failed|problem)|\bssl\b.*\berror", re.I)),
+    ("upstream", re.compile(r"^\s*5\d\d:\s")),
     ("dns", re.compile(r"(host\s*lookup|resolve|name\s+resolution|dns)", re.I)),
     (
         "no_answer",
@@ -161,7 +176,8 @@ def extract_licence_code(text: str | None) -> int | str | None:
     """Find the licence-library condition in an error text.
 
     Returns a numbered code (``2008``) when the text carries one ("2008: …", "(2008)", "code 2008",
-    or a known translated message), ``"no_answer"``/``"dns"`` for connectivity wording, else None.
+    or a known translated message); for the licensing service's connectivity ``"no_answer"``,
+    ``"dns"``, ``"tls"`` or ``"upstream"`` (a raw ``5xx: …`` library error); else None.
     """
     if not text:
         return None

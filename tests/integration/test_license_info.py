@@ -192,3 +192,21 @@ def test_wrong_password_costs_one_failed_login_per_pbx_per_run(fleet, run_playbo
         assert later.get("failed") is True and "not attempted" in later["msg"]
         assert fleet.control.request_kinds(host)["auth"] == 1, fleet.control.requests(host)
     assert "not-the-password" not in run.output
+
+
+@pytest.mark.parametrize("fault", ["egress_blocked", "dns_failure", "tls_intercept", "licensing_5xx"])
+def test_licensing_faults_are_unknown_with_the_pbx_side_cause(fleet, run_playbook, fault):
+    key = fleet.control.create_company("Faults LLC", "faults@example.com")
+    for host in hosts(fleet):
+        fleet.control.seed_key(host, key, bind=True)
+    fleet.control.advance_clock(300)
+    fleet.control.add_fault(fault)
+
+    run = run_playbook(fleet, [info()])
+
+    for host in hosts(fleet):
+        result = run.result(host)
+        assert result.get("failed") is not True, result
+        assert result["binding_status"] == "unknown", result
+        assert result["licence_error"]["classification"] == "unreachable", result["licence_error"]
+        assert key not in str(result)

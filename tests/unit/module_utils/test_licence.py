@@ -229,7 +229,9 @@ def test_garbage_text_is_not_echoed_with_a_key():
 # ------------------------------------------------------------------ licence codes
 
 
-@pytest.mark.parametrize("code", [2008, 2009, 2011, 2022, 2026, 2037, 2040, 2041, 2051, 2057, "no_answer", "dns"])
+@pytest.mark.parametrize(
+    "code", [2008, 2009, 2011, 2022, 2026, 2037, 2040, 2041, 2051, 2057, "no_answer", "dns", "tls", "upstream"]
+)
 def test_every_code_has_meaning_and_fix(code):
     entry = LICENCE_CODES[code]
     assert entry.meaning and entry.hint
@@ -261,6 +263,12 @@ def test_every_code_has_meaning_and_fix(code):
         ("The licensing subsystem returned no answer", "no_answer"),
         ("0: No answer from the local licence service", "no_answer"),
         ("2009: License key is blocked", 2009),
+        ("0: Could not resolve host: lic.mikopbx.com", "dns"),
+        ("0: Connection timed out: lic.mikopbx.com:443", "no_answer"),
+        ("0: SSL certificate problem: self-signed certificate in certificate chain", "tls"),
+        ("503: Service Unavailable", "upstream"),
+        ("Service temporarily unavailable, please retry later", None),
+        ("Request timeout or worker not responding", None),
         ("Version 2026.1.223", None),
         ("valid until 2026-12-31", None),
         ("", None),

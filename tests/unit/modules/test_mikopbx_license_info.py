@@ -336,3 +336,21 @@ def test_malformed_stored_key_is_reported_not_looked_up(capsys, fake_http):
     assert result["licence_error"]["classification"] == "invalid_input"
     assert fake_http.calls() == [("POST", SQL)]
     assert "BBBBB" not in out
+
+
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ("0: SSL certificate problem: self-signed certificate in certificate chain", "inspect"),
+        ("0: Could not resolve host: lic.mikopbx.com", "DNS"),
+        ("0: Connection timed out: lic.mikopbx.com:443", "443"),
+        ("503: Service Unavailable", "retry later"),
+    ],
+)
+def test_v3_licensing_connectivity_failures_are_unknown(capsys, fake_http, raw, words):
+    fake_http.add("POST", SQL, settings_rows(KEY))
+    fake_http.add("GET", INFO_V3, Reply(422, json=v3_fail([raw], "getLicenseInfo")))
+    result = run(capsys, v3_args())[0]
+    assert result["binding_status"] == "unknown"
+    assert result["licence_error"]["classification"] == "unreachable"
+    assert words in result["licence_error"]["hint"]
