@@ -25,7 +25,8 @@ from fidelity_helpers import (
 )
 
 GENS = ["v3", "legacy"]
-SCALE = 0.01  # worker waits (30 s v3 / 10 s legacy) become 0.3 s / 0.1 s
+SCALE = 0.05  # worker waits (30 s v3 / 10 s legacy) become 1.5 s / 0.5 s: tight enough to be quick, loose
+# enough that a loaded CI machine does not turn an ordinary call into a spurious worker timeout
 
 fleet = fleet_fixture(count=80, generation="mixed", time_scale=SCALE)
 
@@ -431,3 +432,29 @@ def test_slow_licence_calls_occupy_the_worker_pool(clean, gen, workers, delay, o
         f"{gen}: {2 * workers} concurrent slow ({delay} s) license pings -> {codes}; §9 expects {workers} x "
         f"{ok_status} and {workers} x {late_status} (pool of {workers})"
     )
+
+
+def test_queue_back_pressure_503_beyond_50_waiting(clean):
+    """§4 / §9: v3 queues requests for its 3 workers and answers 503 "Service temporarily unavailable, please retry
+    later" once more than APIQueueMaxLength (50) wait -- 60 concurrent slow calls: 3 run, at most 50 queue, the
+    rest are refused at once."""
+    import concurrent.futures
+
+    fv = clean
+    pbx = take(fv, "v3")
+    sessions = [fresh_session(pbx) for _ in range(60)]
+    for s in sessions:  # open the keep-alive connections first so the burst arrives together
+        s.get(pbx.url + pbx.lic_path("sendPBXMetrics"), timeout=60)
+    fv.control.add_fault(pbx.name, "licensing_slow", delay=29)
+
+    def call(s):
+        resp = s.get(pbx.url + pbx.lic_path("ping"), timeout=60)
+        return resp.status_code, body(resp)
+
+    with concurrent.futures.ThreadPoolExecutor(len(sessions)) as pool:
+        answers = list(pool.map(call, sessions))
+    codes = sorted(c for c, _ in answers)
+    assert codes.count(200) == 3, f"3 workers -> exactly 3 calls served within the wait: {codes}"
+    refused = [b for c, b in answers if c == 503]
+    assert refused, f"no 503 although 60 calls compete for 3 workers + a queue of 50: {codes}"
+    assert all(b["messages"]["error"] == [QUEUE_FULL] for b in refused), refused[:2]
