@@ -121,14 +121,19 @@ def test_network_faults_fail_licence_calls(clean, gen, fault):
 
 @pytest.mark.parametrize("gen", GENS)
 def test_licensing_down_ping_fails(clean, gen):
-    """§5.2 ping: all 3 tries fail -> result false (v3 422, legacy 200)."""
+    """§5.2 ping: 3 tries with 3 s pauses, all fail -> result false (v3 422, legacy 200) after >= 6 s."""
     fv = clean
     pbx = take(fv, gen)
     s = fresh_session(pbx)
     fv.control.add_fault(pbx.name, "licensing_down")
+    t0 = time.monotonic()
     resp = s.get(pbx.url + pbx.lic_path("ping"), timeout=60)
+    elapsed = time.monotonic() - t0
     data = expect(resp, 422 if gen == "v3" else 200, "§5.1 ping failure")
     assert data["result"] is False, describe(resp)
+    assert elapsed >= 6 * SCALE * 0.9, (
+        f"3 tries with 3 s pauses take >= 6 s (§5.2); answered after {elapsed / SCALE:.1f} s"
+    )
 
 
 @pytest.mark.parametrize("gen", GENS)
