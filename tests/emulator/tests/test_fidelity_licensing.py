@@ -525,3 +525,14 @@ def test_trial_on_a_pbx_with_a_key_replaces_it(fleet, gen):
     data = expect(resp, 200, "§5.2 trial on a keyed PBX", sent)
     assert data["result"] is True and data["data"]["PBXLicense"] != key, describe(resp, sent)
     assert fleet.control.license_key(pbx.name) == data["data"]["PBXLicense"]
+
+
+def test_v3_capture_accepts_lic_prefixed_ids(fleet):
+    """§5.1: v3 captureFeatureForProductId takes featureId/licFeatureId and productId/licProductId alike."""
+    pbx = take(fleet, "v3")
+    key = fleet.control.create_company()
+    apply_key(pbx, key)
+    sent = {"licFeatureId": 204, "licProductId": 104}
+    resp = pbx.post(pbx.lic_path("captureFeatureForProductId"), json=sent)
+    data = expect(resp, 200, "§5.1 lic-prefixed ids", sent)
+    assert data["result"] is True, describe(resp, sent)

@@ -1231,3 +1231,11 @@ def test_reset_key_is_get_only_405_on_post(fleet):
     resp = pbx.post(V3 + "/license:resetKey", json={})
     data = expect(resp, 405, "§5.1 / §4")
     assert data["messages"]["error"] == ["Method 'resetKey' is not allowed with HTTP POST"], describe(resp)
+
+
+def test_login_language_reaches_the_token(fleet):
+    """§3.1.1: the optional `language` of auth:login is stored in the JWT."""
+    pbx = shared(fleet)
+    resp = pbx.v3_login(language="ru")
+    data = expect(resp, 200, "§3.1.1")
+    assert jwt_payload(data["data"]["accessToken"]).get("language") == "ru", jwt_payload(data["data"]["accessToken"])
