@@ -31,7 +31,7 @@ from fidelity_helpers import (
 GENS = ["v3", "legacy"]
 
 # Time scale 0.1: expiries/waits 10x faster; tests move the clock explicitly for the 120 s cache.
-fleet = fleet_fixture(count=64, generation="mixed", time_scale=0.1)
+fleet = fleet_fixture(count=72, generation="mixed", time_scale=0.1)
 # A separate fleet for the seat arithmetic: 10 seats per key + one machine too many.
 seats_fleet = fleet_fixture(count=12, generation="mixed", time_scale=0.1, name="seats_fleet")
 
@@ -536,3 +536,31 @@ def test_v3_capture_accepts_lic_prefixed_ids(fleet):
     resp = pbx.post(pbx.lic_path("captureFeatureForProductId"), json=sent)
     data = expect(resp, 200, "§5.1 lic-prefixed ids", sent)
     assert data["result"] is True, describe(resp, sent)
+
+
+@pytest.mark.parametrize("gen", GENS)
+def test_license_info_single_child_is_object_several_are_array(fleet, gen):
+    """§5.4: licenseInfo is json_encode(SimpleXMLElement): an element that occurs once is an *object*, several
+    times an *array*; every attribute value is a string."""
+    one, two = take(fleet, gen), take(fleet, gen)
+    apply_key(one, fleet.control.create_company())
+    info = decoded_info(one)
+    assert isinstance(info["product"], dict) and isinstance(info["product"]["feature"], dict), info
+    key = fleet.control.create_company(products=[
+        {"id": 104, "name": "Queue call back", "expired": "2099-01-01", "trial": False,
+         "features": [{"id": 204, "name": "Callback A", "count": 2}, {"id": 205, "name": "Callback B", "count": 1}]},
+    ])  # fmt: skip
+    apply_key(two, key)
+    info = decoded_info(two)
+    assert isinstance(info["product"], list) and len(info["product"]) == 2, info
+    qcb = next(p for p in info["product"] if p["@attributes"]["name"] == "Queue call back")
+    assert isinstance(qcb["feature"], list) and len(qcb["feature"]) == 2, qcb
+
+    def strings(node):
+        if isinstance(node, dict):
+            return all(strings(v) for v in node.values())
+        if isinstance(node, list):
+            return all(strings(v) for v in node)
+        return isinstance(node, str)
+
+    assert strings(info), f"every attribute value must be a string (§5.4): {info}"
