@@ -1027,6 +1027,10 @@ def test_certificate_valid_for_localhost_name(fleet):
     port = int(pbx.url.rsplit(":", 1)[1])
     resp = pbx.anon().get(f"https://localhost:{port}/pbxcore/api/v3/system:ping", timeout=30)
     expect(resp, 200, "design §2 SAN localhost")
+    import requests
+
+    with pytest.raises(requests.exceptions.SSLError, match="certificate verify failed"):
+        pbx.anon().get(pbx.url + V3 + "/system:ping", timeout=30, verify=True)  # system CAs only (FC-19)
     ctx = ssl.create_default_context(cafile=pbx.ca)
     for server_name in ("127.0.0.1", pbx.name):  # SAN: the address and the PBX name
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
