@@ -49,6 +49,17 @@ def _isolated_login_memo(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None
     monkeypatch.setenv("MIKOPBX_LOGIN_MEMO_DIR", str(tmp_path / "login-memo"))
 
 
+@pytest.fixture(autouse=True)
+def _modules_run_target_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run modules as they run on a target, whatever else the test session imported.
+
+    Once any test imports controller code (filters import ``ansible.errors``), ansible-core 2.19
+    considers the process a controller and sends ``module.warn`` to the display instead of the
+    module's ``warnings`` result; a module under test must behave as it does on a real run.
+    """
+    monkeypatch.setattr("ansible.module_utils._internal.is_controller", False)
+
+
 @pytest.fixture
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Record sleeps (e.g. back-off of clients built by modules) instead of sleeping."""
