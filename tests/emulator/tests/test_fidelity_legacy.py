@@ -582,3 +582,12 @@ def test_localhost_needs_no_session(fleet):
     resp = pbx.anon().get(pbx.url + API + "/license/ping", headers={"X-Emulator-Localhost": "1"}, timeout=30)
     data = expect(resp, 200, "§3.2 localhost")
     assert data["result"] is True, describe(resp)
+
+
+def test_session_does_not_cross_pbxs(fleet):
+    """§3.2: a PHPSESSID belongs to the PBX that issued it; another PBX answers 401."""
+    a, b = fleet.pbx(fleet.names("legacy")[0]), take(fleet)
+    cookie = a.session().cookies.get("PHPSESSID")
+    foreign = b.anon()
+    foreign.headers["Cookie"] = f"PHPSESSID={cookie}"
+    expect(foreign.get(b.url + API + "/license/ping", timeout=30), 401, "§3.2 foreign session")

@@ -1243,3 +1243,16 @@ def test_login_language_reaches_the_token(fleet):
     resp = pbx.v3_login(language="ru")
     data = expect(resp, 200, "§3.1.1")
     assert jwt_payload(data["data"]["accessToken"]).get("language") == "ru", jwt_payload(data["data"]["accessToken"])
+
+
+def test_credentials_do_not_cross_pbxs(fleet):
+    """§3.1.1 / §3.1.4: each PBX signs JWTs with its own JWTSecret and keeps its own API keys and refresh tokens --
+    a token, key or refresh cookie of one PBX is refused (401) by another."""
+    a, b = fleet.pbx(fleet.names("v3")[0]), fleet.pbx(fleet.names("v3")[1])
+    s = a.anon()
+    token = expect(a.v3_login(s), 200, "§3.1.1")["data"]["accessToken"]
+    expect(b.bearer(token).get(b.url + V3 + "/system:checkAuth", timeout=30), 401, "§3.1.1 foreign JWT")
+    expect(b.bearer(a.api_key).get(b.url + V3 + "/system:checkAuth", timeout=30), 401, "§3.1.4 foreign API key")
+    foreign = b.anon()
+    foreign.cookies.set("refreshToken", s.cookies.get("refreshToken"))
+    expect(foreign.post(b.url + V3 + "/auth:refresh", timeout=30), 401, "§3.1.2 foreign refresh token")
