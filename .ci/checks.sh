@@ -23,17 +23,31 @@ foreground=("$@")
 rm -rf "${status_dir}"
 mkdir -p "${status_dir}"
 
-# run_check TARGET: runs one target and records passed/failed/skipped for it.
+# CPU seconds (user + system) used so far by the finished children of this shell. `times` must
+# run in this shell itself (a command substitution would be a fresh process with no children).
+children_cpu() {
+    times >"${status_dir}/.times"
+    awk 'NR == 2 {
+        total = 0
+        for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); total += t[1] * 60 + t[2] }
+        printf "%d\n", total
+    }' "${status_dir}/.times"
+}
+
+# run_check TARGET: runs one target and records passed/failed/skipped, wall and CPU seconds.
 run_check() {
-    local target="$1" started elapsed
+    local target="$1" started cpu_before cpu_after
     started=$(date +%s)
+    children_cpu >"${status_dir}/.cpu_before"
+    read -r cpu_before <"${status_dir}/.cpu_before"
     if ${make_cmd} --no-print-directory "${target}"; then
         [[ -e "${status_dir}/${target}.skipped" ]] || touch "${status_dir}/${target}.passed"
     else
         touch "${status_dir}/${target}.failed"
     fi
-    elapsed=$(($(date +%s) - started))
-    echo "${elapsed}" >"${status_dir}/${target}.seconds"
+    children_cpu >"${status_dir}/.cpu_after"
+    read -r cpu_after <"${status_dir}/.cpu_after"
+    echo "$(($(date +%s) - started)) $((cpu_after - cpu_before))" >"${status_dir}/${target}.seconds"
 }
 
 background_pid=""
@@ -59,9 +73,9 @@ if [[ -n "${background_pid}" ]]; then
 fi
 
 passed=0 failed=0 skipped=0
-printf '\n\033[1m==> summary\033[0m\n'
+printf '\n\033[1m==> summary\033[0m (wall and CPU seconds per check)\n'
 for target in "${foreground[@]}" "${background[@]}"; do
-    seconds=$(cat "${status_dir}/${target}.seconds" 2>/dev/null || echo "?")
+    read -r wall cpu <"${status_dir}/${target}.seconds" || wall="?" cpu="?"
     if [[ -e "${status_dir}/${target}.failed" ]]; then
         result="FAILED" failed=$((failed + 1))
     elif [[ -e "${status_dir}/${target}.skipped" ]]; then
@@ -69,7 +83,7 @@ for target in "${foreground[@]}" "${background[@]}"; do
     else
         result="passed" passed=$((passed + 1))
     fi
-    printf '  %-16s %5ss  %s\n' "${target}" "${seconds}" "${result}"
+    printf '  %-16s %6ss %6ss cpu  %s\n' "${target}" "${wall}" "${cpu}" "${result}"
 done
 
 echo "checks: ${passed} passed, ${failed} failed, ${skipped} skipped"
