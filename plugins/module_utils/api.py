@@ -743,8 +743,14 @@ class MikoPBXClient:
         self._login_failure = err
         self._access_token = None
         self._legacy_session = False
-        if err.classification in ("auth", "rate_limited"):
+        if err.classification == "auth":
             self.login_memo.record(self.url, self.username or "", self.password or "", err)
+        elif err.classification == "rate_limited":
+            # A lockout ends by itself: remember it only as long as the PBX asks (60-600 s, default 300).
+            wait = _retry_after_seconds(result.retry_after) or 300.0
+            self.login_memo.record(
+                self.url, self.username or "", self.password or "", err, ttl=min(600.0, max(60.0, wait))
+            )
         raise err
 
     def _reauthenticate(self) -> bool:
@@ -883,6 +889,7 @@ class MikoPBXClient:
 
             self._learn_secrets(response)
             result = parse_response(response.status_code, response.content, response.headers.get("Content-Type"))
+            result.retry_after = response.headers.get("Retry-After")
 
             if safe and not login and attempt <= self.retries and self._is_transient(result):
                 self.sleep(self._backoff(attempt, response.headers.get("Retry-After")))
@@ -904,18 +911,9 @@ class MikoPBXClient:
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
         delay = min(self.BACKOFF_CAP, self.BACKOFF_BASE * (2 ** (attempt - 1)))
-        if retry_after:
-            seconds: float | None = None
-            try:
-                seconds = float(retry_after)
-            except ValueError:
-                try:
-                    when = email.utils.parsedate_to_datetime(retry_after)
-                    seconds = when.timestamp() - time.time()
-                except (TypeError, ValueError):
-                    seconds = None
-            if seconds is not None:
-                delay = max(0.0, min(seconds, self.RETRY_AFTER_CAP))
+        seconds = _retry_after_seconds(retry_after)
+        if seconds is not None:
+            delay = max(0.0, min(seconds, self.RETRY_AFTER_CAP))
         return delay
 
     def _tls_error(self, exc: Exception, method: str, path: str) -> MikoPBXError:
@@ -950,6 +948,20 @@ class MikoPBXClient:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise MikoPBXError("url must be http(s)://host[:port], got an invalid value", "invalid_input")
         return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+    except (TypeError, ValueError):
+        return None
 
 
 def _silence_insecure_warning() -> None:

@@ -44,6 +44,7 @@ class ApiResult:
     raw: Any = None  # the decoded JSON document
     method: str | None = None  # filled in by the client: the request that produced this answer
     path: str | None = None
+    retry_after: str | None = None  # the Retry-After header, when the PBX sent one
 
     def error_text(self) -> str:
         """The PBX's own words about a failure: licence and error messages, else the plain text."""

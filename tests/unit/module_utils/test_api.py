@@ -766,7 +766,7 @@ def test_remembered_refusal_expires(fake_http, tmp_path, monkeypatch):
 
     import time as time_module
 
-    later = time_module.time() + 601
+    later = time_module.time() + 301  # no Retry-After: the lockout is remembered for 300 s
     monkeypatch.setattr(time_module, "time", lambda: later)
     assert client().generation == "v3"
     assert fake_http.count("POST", LOGIN) == 2
@@ -787,3 +787,15 @@ def test_legacy_with_api_key_and_login_never_sends_the_key(fake_http):
     client(api_key=API_KEY, username="admin", password=PASSWORD, generation="legacy").call("license.ping")
     assert fake_http.paths() == [LEGACY_LOGIN_PATH, LEGACY + "license/ping"]
     assert all("Authorization" not in r.headers for r in fake_http.requests)
+
+
+def test_login_lockout_is_remembered_as_long_as_retry_after(fake_http, tmp_path, monkeypatch):
+    import json as json_module
+
+    monkeypatch.setenv("MIKOPBX_LOGIN_MEMO_DIR", str(tmp_path / "memo"))
+    fake_http.add("POST", LOGIN, Reply(429, text="Too many requests", headers={"Retry-After": "120"}))
+    with pytest.raises(MikoPBXError) as info:
+        client().generation  # noqa: B018
+    assert info.value.classification == "rate_limited"
+    (memo,) = (tmp_path / "memo").iterdir()
+    assert json_module.loads(memo.read_text())["ttl"] == 120
