@@ -35,7 +35,8 @@ options:
       - Password of O(username).
       - At most one failed login is attempted per PBX and run, because the PBX bans addresses
         after repeated failures. After a refused login, later tasks with the same O(username) and
-        O(password) for the same O(url) fail at once for 10 minutes without contacting the PBX; a
+        O(password) for the same O(url) fail at once without contacting the PBX, for 10 minutes
+        after rejected credentials, or as long as the PBX asks after a login lockout (HTTP 429); a
         changed password is tried immediately. The controller keeps this in a small file (a salted
         fingerprint, never the password) under the system temporary directory; the environment
         variable E(MIKOPBX_LOGIN_MEMO_DIR) moves it and E(MIKOPBX_LOGIN_MEMO=0) switches it off.
