@@ -305,7 +305,7 @@ class Registrar:
         try:
             plan = register_plan.plan_registration(self.desired, stored)
         except register_plan.RegisterRefused as refused:
-            self.fail(str(refused), classification="invalid_input", registered=bool(stored), stored=stored)
+            self.fail(str(refused), classification="invalid_input", registered=bool(stored), stored=stored, hint="")
         self.warnings.extend(plan.warnings)
         if plan.action == register_plan.ACTION_REGISTERED_TRIAL:
             self.warnings.extend(register_plan.sanitiser_warnings(plan.body or {}, self.client.generation))
@@ -355,6 +355,7 @@ class Registrar:
                     "the PBX answered the key application with success but stores %s instead of %s"
                     % (register_plan.mask_key(stored), register_plan.mask_key(plan.target_key)),
                     classification="server",
+                    hint="read the licence state with mikopbx.marketplace.mikopbx_license_info before running again",
                     registered=bool(stored),
                     stored=stored,
                     changed=stored != plan.stored_key,
@@ -448,12 +449,8 @@ class Registrar:
         self, failure: register_plan.LicenceFailure, action: str, status: int | None, **extra: Any
     ) -> None:
         what = "licence code %s: " % failure.code if failure.code else ""
-        msg = "%s: failed to %s: %s%s" % (self.client_url(), action, what, failure.meaning)
-        if failure.text:
-            msg += " (PBX said: %s)" % failure.text
-        msg += ". Fix: %s" % failure.fix
         self.fail(
-            msg,
+            "failed to %s: %s%s" % (action, what, failure.meaning),
             classification=failure.classification,
             licence_code=failure.code,
             status=status,
@@ -495,7 +492,8 @@ class Registrar:
             extra["registered"] = bool(stored) if registered is None else registered
         for warning in self.warnings:
             self.module.warn(warning)
-        self.module.fail_json(msg=err.message, **extra)
+        # Like common.fail_from_error: the PBX, the action and cause, HTTP status, the PBX's words, the fix.
+        self.module.fail_json(msg="MikoPBX %s: %s" % (self.client_url(), err.describe()), **extra)
 
     def process_path(self) -> str | None:
         """The URL path of processUserRequest in this PBX's generation (for the error details)."""
