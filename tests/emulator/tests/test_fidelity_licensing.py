@@ -31,7 +31,7 @@ from fidelity_helpers import (
 GENS = ["v3", "legacy"]
 
 # Time scale 0.1: expiries/waits 10x faster; tests move the clock explicitly for the 120 s cache.
-fleet = fleet_fixture(count=72, generation="mixed", time_scale=0.1)
+fleet = fleet_fixture(count=76, generation="mixed", time_scale=0.1)
 # A separate fleet for the seat arithmetic: 10 seats per key + one machine too many.
 seats_fleet = fleet_fixture(count=12, generation="mixed", time_scale=0.1, name="seats_fleet")
 
@@ -563,3 +563,45 @@ def test_license_info_single_child_is_object_several_are_array(fleet, gen):
         return isinstance(node, str)
 
     assert strings(info), f"every attribute value must be a string (§5.4): {info}"
+
+
+@pytest.mark.parametrize("gen", GENS)
+def test_enable_after_capture_succeeds_then_expiry_switches_it_off(fleet, gen):
+    """§7.4 / §5.7: with the feature captured, enabling a licensed module succeeds (disabled '0'); once the product
+    has expired the hourly check switches it off with DisabledByLicense and a reason text."""
+    import datetime as dt
+
+    pbx = take(fleet, gen)
+    now = dt.datetime.fromisoformat(
+        expect(pbx.get(pbx.lic_path("ping")), 200, "§5.2 ping")["meta"]["timestamp"]
+    )  # the PBX's own (emulated) date
+    soon = (now + dt.timedelta(days=2)).strftime("%Y-%m-%d")
+    key = fleet.control.create_company(products=[
+        {"id": 102, "name": "Bitrix24 integration", "expired": soon, "trial": False,
+         "features": [{"id": 202, "name": "Bitrix24 integration", "count": 3}]},
+    ])  # fmt: skip
+    apply_key(pbx, key)
+    resp, sent = capture(pbx, 202, 102)
+    assert expect(resp, 200, "§5.2 capture", sent)["result"] is True, describe(resp, sent)
+    fleet.control.set_modules(
+        pbx.name,
+        [
+            module_row(
+                "ModuleBitrix24Integration",
+                disabled=True,
+                reason="DisabledByLicense",
+                text="old",
+                feature=202,
+                product=102,
+            )
+        ],
+    )
+    resp = pbx.module_enable("ModuleBitrix24Integration")
+    data = expect(resp, 200, "§7.2/§7.3 enable with a licence")
+    assert data["result"] is True, describe(resp)
+    assert str(fleet.control.modules(pbx.name)["ModuleBitrix24Integration"]["disabled"]) == "0"
+    fleet.control.advance(4 * 86400)
+    fleet.control.license_check(pbx.name)
+    row = fleet.control.modules(pbx.name)["ModuleBitrix24Integration"]
+    assert str(row["disabled"]) == "1" and row["disableReason"] == "DisabledByLicense", row
+    assert row["disableReasonText"] and row["disableReasonText"] != "old", row
