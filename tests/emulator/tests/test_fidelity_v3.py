@@ -1256,3 +1256,15 @@ def test_credentials_do_not_cross_pbxs(fleet):
     foreign = b.anon()
     foreign.cookies.set("refreshToken", s.cookies.get("refreshToken"))
     expect(foreign.post(b.url + V3 + "/auth:refresh", timeout=30), 401, "§3.1.2 foreign refresh token")
+
+
+def test_bash_command_default_timeout_and_empty_command(fleet):
+    """§6: executeBashCommand `timeout` defaults to 30 s (echoed in data.timeout); an empty command is refused."""
+    pbx = shared(fleet)
+    cmd = probe_command(["lic.mikopbx.com"])
+    resp = pbx.post(V3 + "/system:executeBashCommand", json={"command": cmd})
+    data = expect(resp, 200, "§6 / design §5")
+    assert data["data"]["timeout"] == 30 and data["data"]["exitCode"] == 0, describe(resp)
+    resp = pbx.post(V3 + "/system:executeBashCommand", json={"command": ""})
+    data = body(resp)
+    assert resp.status_code in (400, 422) and data["result"] is False, describe(resp)
