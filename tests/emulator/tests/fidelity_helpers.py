@@ -9,6 +9,10 @@ Fleets are started through ``mikopbx_emulator.harness.Fleet`` and are module sco
 module declares its fleet with :func:`fleet_fixture`; tests must not depend on each other's order
 (pytest-xdist may spread one module over two workers, each with its own fleet).
 
+Rate limiter: the v3 nginx limiter (180 requests/min per client, §9) is checked by its own tests on a fleet of
+its own; the other fleets switch it off (``rate_limit=False``, like MikoPBX's own test-suite does with
+PBXRateLimitEnabled=0), because every test shares one client address and a fast machine would trip it.
+
 Time: the emulator's clock runs ``1 / time_scale`` times faster than real time.  Modules that
 check expiries pick a scale large enough that the real time a test takes is small against the
 emulated margins, and move the clock explicitly with :meth:`Control.advance`.

@@ -28,7 +28,7 @@ GENS = ["v3", "legacy"]
 SCALE = 0.05  # worker waits (30 s v3 / 10 s legacy) become 1.5 s / 0.5 s: tight enough to be quick, loose
 # enough that a loaded CI machine does not turn an ordinary call into a spurious worker timeout
 
-fleet = fleet_fixture(count=80, generation="mixed", time_scale=SCALE)
+fleet = fleet_fixture(count=80, generation="mixed", time_scale=SCALE, rate_limit=False)
 
 
 def take(fv, gen):

@@ -25,7 +25,7 @@ from fidelity_helpers import (
     trial_fields,
 )
 
-fleet = fleet_fixture(count=36, generation="legacy", time_scale=0.1)
+fleet = fleet_fixture(count=36, generation="legacy", time_scale=0.1, rate_limit=False)
 
 API = "/pbxcore/api"
 

@@ -31,9 +31,9 @@ from fidelity_helpers import (
 GENS = ["v3", "legacy"]
 
 # Time scale 0.1: expiries/waits 10x faster; tests move the clock explicitly for the 120 s cache.
-fleet = fleet_fixture(count=76, generation="mixed", time_scale=0.1)
+fleet = fleet_fixture(count=76, generation="mixed", time_scale=0.1, rate_limit=False)
 # A separate fleet for the seat arithmetic: 10 seats per key + one machine too many.
-seats_fleet = fleet_fixture(count=12, generation="mixed", time_scale=0.1, name="seats_fleet")
+seats_fleet = fleet_fixture(count=12, generation="mixed", time_scale=0.1, name="seats_fleet", rate_limit=False)
 
 
 def take(fv, gen):
