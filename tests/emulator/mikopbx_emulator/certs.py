@@ -77,12 +77,26 @@ class CertificateAuthority:
         atomic_write_bytes(self._ca_key_path, _pem_key(self._key))
         atomic_write_bytes(self.ca_path, self._cert.public_bytes(serialization.Encoding.PEM))
 
+    def _server_key(self) -> ec.EllipticCurvePrivateKey:
+        if getattr(self, "_skey", None) is None:
+            path = self.directory / "server.key"
+            if path.exists():
+                k = serialization.load_pem_private_key(path.read_bytes(), password=None)
+                assert isinstance(k, ec.EllipticCurvePrivateKey)
+                self._skey = k
+            else:
+                self._skey = ec.generate_private_key(ec.SECP256R1())
+                atomic_write_bytes(path, _pem_key(self._skey))
+        return self._skey
+
     def server_pem(self, name: str) -> Path:
         """Path of a PEM holding key + certificate for PBX ``name`` (created once, then reused)."""
         path = self.directory / "certs" / f"{name}.pem"
         if path.exists():
             return path
-        key = ec.generate_private_key(ec.SECP256R1())
+        # one server key pair for every PBX (each still gets its own certificate and names): key
+        # generation is the larger part of the cost at fleet start
+        key = self._server_key()
         now = dt.datetime.now(dt.UTC)
         cert = (
             x509.CertificateBuilder()

@@ -70,10 +70,15 @@ class Clock:
             self._waiters.remove(ev)
 
 
+_KNOWN_DIRS: set[Path] = set()
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write via a temp file in the same directory + os.replace, so readers (and a restart after a
     kill) only ever see the old or the new complete file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent not in _KNOWN_DIRS:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _KNOWN_DIRS.add(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -100,7 +105,9 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any, *, fsync: bool = True) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False).encode(), fsync=fsync)
+    # no indent: only the compact form uses the C encoder (state files are written on every change)
+    data = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    atomic_write_bytes(path, data.encode(), fsync=fsync)
 
 
 def read_json(path: Path, default: Any = None) -> Any:
