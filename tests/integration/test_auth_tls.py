@@ -224,3 +224,19 @@ def test_fc19_verification_without_ca_fails_as_tls_not_unreachable(fleet, run_pl
         assert result["error"]["classification"] == "tls"
         assert "unreachable" not in result["msg"].lower()
         assert fleet.control.requests(host) == []  # the handshake failed: nothing reached the API
+
+
+def test_fc17_rate_limited_read_backs_off_and_continues(fleet, run_playbook):
+    host = fleet.first("v3")
+    key = fleet.control.create_company("Example LLC", "it@example.com")
+    fleet.control.seed_key(host, key)
+    fleet.control.clear_requests(host)
+    fleet.control.add_fault("rate_limit", host, count=2, match="executeSqlRequest")
+
+    run = run_playbook(fleet, [register(key)], limit=host)
+
+    result = run.result(host)
+    assert result.get("failed") is not True, result
+    assert result["changed"] is False
+    log = [(e["path"].rsplit("/", 1)[-1], e["status"]) for e in fleet.control.requests(host)]
+    assert log == [("system:executeSqlRequest", 429)] * 2 + [("system:executeSqlRequest", 200)]
