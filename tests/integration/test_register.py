@@ -482,3 +482,22 @@ def test_examples_run_as_written(start_fleet, run_playbook):
         assert fleet.control.stored_key(host) == key
     assert len(fleet.control.companies()) == 1  # the trial example did not register again
     assert key not in run.output and coupon not in run.output
+
+
+def test_fc04_numeric_phone_on_2026_loses_its_plus_and_is_warned_about(fleet, run_playbook):
+    """A documented limitation, pinned: MikoPBX 2026.1 turns numeric strings into integers."""
+    task = register(
+        company_name="Example LLC",
+        email="{{ inventory_hostname }}@example.com",
+        contact_name="Jane",
+        phone="+70000000000",
+    )
+
+    run = run_playbook(fleet, [task])
+
+    tel = {c["email"].split("@")[0]: c.get("tel") for c in fleet.control.companies()}
+    v3, legacy = fleet.first("v3"), fleet.first("legacy")
+    assert "leading" in str(run.result(v3).get("warnings")), run.result(v3)
+    assert not run.result(legacy).get("warnings")
+    assert tel[v3] == "70000000000"
+    assert tel[legacy] == "+70000000000"
