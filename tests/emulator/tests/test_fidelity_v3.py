@@ -1268,3 +1268,22 @@ def test_bash_command_default_timeout_and_empty_command(fleet):
     resp = pbx.post(V3 + "/system:executeBashCommand", json={"command": ""})
     data = body(resp)
     assert resp.status_code in (400, 422) and data["result"] is False, describe(resp)
+
+
+def test_no_secret_in_request_log_or_emulator_log(fleet):
+    """design §2: the request log holds no body, header or query value, and the emulator's own log never a secret
+    (password, API key, JWT, refresh cookie, licence key)."""
+    pbx = take(fleet)
+    s = pbx.anon()
+    token = expect(pbx.v3_login(s), 200, "§3.1.1")["data"]["accessToken"]
+    refresh = s.cookies.get("refreshToken")
+    key = fleet.control.create_company()
+    expect(pbx.lic_request({"licKey": key}), 200, "§11.3")
+    pbx.anon().get(pbx.url + V3 + "/auth:validateToken", params={"token": token}, timeout=30)
+    secrets = {"password": pbx.password, "api key": pbx.api_key, "jwt": token, "refresh": refresh, "licence": key}
+    log = json.dumps(fleet.control.requests_log(pbx.name))
+    leaked = [name for name, value in secrets.items() if value and value in log]
+    assert not leaked, f"secrets in the request log: {leaked}"
+    text = open(fleet.fleet.log_path, encoding="utf-8", errors="replace").read()
+    leaked = [name for name, value in secrets.items() if value and value in text]
+    assert not leaked, f"secrets in the emulator log {fleet.fleet.log_path}: {leaked}"
