@@ -591,3 +591,17 @@ def test_session_does_not_cross_pbxs(fleet):
     foreign = b.anon()
     foreign.headers["Cookie"] = f"PHPSESSID={cookie}"
     expect(foreign.get(b.url + API + "/license/ping", timeout=30), 401, "§3.2 foreign session")
+
+
+def test_no_secret_in_logs(fleet):
+    """design §2: neither the request log nor the emulator log holds the password, the session id or a licence
+    key."""
+    pbx = take(fleet)
+    s = pbx.legacy_session()
+    key = fleet.control.create_company()
+    expect(s.post(pbx.url + API + "/license/processUserRequest", data={"licKey": key}, timeout=30), 200, "§11.4")
+    secrets = {"password": pbx.password, "session": s.cookies.get("PHPSESSID"), "licence": key}
+    log = json.dumps(fleet.control.requests_log(pbx.name))
+    assert not [n for n, v in secrets.items() if v and v in log], "secret in the request log"
+    text = open(fleet.fleet.log_path, encoding="utf-8", errors="replace").read()
+    assert not [n for n, v in secrets.items() if v and v in text], f"secret in {fleet.fleet.log_path}"
