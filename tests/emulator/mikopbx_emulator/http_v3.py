@@ -208,7 +208,7 @@ async def handle(pbx: PBX, request: web.Request, path: str) -> tuple[web.Respons
         return envelope.v3_405(pbx, texts.method_not_allowed(method, request.method)), kind
     if request.method not in rt.verbs:
         name = method or res
-        return envelope.v3_405(pbx, texts.method_not_allowed(name, request.method)), kind
+        return envelope.v3_405(pbx, texts.method_not_allowed(name, request.method)), _kind_by_verb(request)
     data = sanitize_v3(await read_body(request, form_only=False))
     ctx = Ctx(pbx, request, path, res, rid, method, data, auth)
     if res == "system" and method == "executeSqlRequest":
