@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the v3 nginx rate limiter (180/min + 20 burst, then 429 'Too many requests'); default on",
     )
     f.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="shut down when the process that started the emulator dies (the Python harness sets this, "
+        "so a killed test run leaves no fleet behind)",
+    )
+    f.add_argument(
         "--no-fsync",
         action="store_true",
         help="skip fsync on state writes (faster, loses durability on power loss; for benchmarks)",
@@ -160,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             company_key_on=args.company_key_on,
             rate_limit=args.rate_limit == "on",
             fsync=not args.no_fsync,
+            exit_with_parent=args.exit_with_parent,
         )
         try:
             return asyncio.run(run_fleet(opts))

@@ -217,6 +217,7 @@ class Fleet:
         inventory_out: str | os.PathLike[str] | None = None,
         rate_limit: bool = True,
         fsync: bool = True,
+        exit_with_parent: bool = True,
         extra_args: list[str] | None = None,
         timeout: float = 60.0,
         python: str | None = None,
@@ -259,6 +260,8 @@ class Fleet:
             cmd += ["--company-key-on", company_key_on]
         if not fsync:
             cmd.append("--no-fsync")
+        if exit_with_parent:
+            cmd.append("--exit-with-parent")
         cmd += extra_args or []
         log_path = sd / "emulator.log"
         log_file = open(log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
@@ -300,6 +303,7 @@ class Fleet:
             "inventory_out": inventory_out,
             "rate_limit": rate_limit,
             "fsync": fsync,
+            "exit_with_parent": exit_with_parent,
             "extra_args": extra_args,
             "timeout": timeout,
             "python": python,

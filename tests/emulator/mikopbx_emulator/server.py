@@ -49,6 +49,7 @@ class FleetOptions:
     company_key_on: str | None = None
     rate_limit: bool = True
     fsync: bool = True
+    exit_with_parent: bool = False
 
 
 class FleetRuntime:
@@ -77,6 +78,7 @@ class FleetRuntime:
         self.control_port = 0
         self.stopping = asyncio.Event()
         self._socks: dict[str, socket.socket] = {}
+        self._ppid = os.getppid()
 
     def ids_int(self, a: int, b: int) -> int:
         return int(self.ids.uniform(a, b))
@@ -411,6 +413,9 @@ class FleetRuntime:
                         log.info("%s: hourly licence check disabled %s", pbx.name, ",".join(changed))
             self.save_clock()
             flush_request_log()
+            if self.opts.exit_with_parent and os.getppid() != self._ppid:
+                log.warning("parent process %d is gone: shutting down", self._ppid)
+                self.stopping.set()
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self, pbx: PBX) -> str:
