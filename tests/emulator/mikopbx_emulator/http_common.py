@@ -135,9 +135,26 @@ ASYNC_HEADER = "X-Async-Response-Channel-Id"
 
 
 def _background(pbx: PBX, factory: Callable[[], Coroutine[Any, Any, R]]) -> None:
-    task = asyncio.ensure_future(factory())
+    """A job nobody waits for (async channel, timed-out client): it still needs a worker."""
+    pbx.queued += 1
+    task = asyncio.ensure_future(_queued(pbx, factory, pbx.now()))
     pbx.fleet.background.add(task)
     task.add_done_callback(pbx.fleet.background.discard)
+
+
+async def _queued(pbx: PBX, factory: Callable[[], Coroutine[Any, Any, R]], enqueued: float) -> R | None:
+    """Wait for a free worker (the caller counted us in ``pbx.queued``), then run the job.  The
+    2026 worker drops a request that waited longer than APIRequestTTL (35 s)."""
+    try:
+        await pbx.pool.acquire()
+    finally:
+        pbx.queued -= 1
+    try:
+        if pbx.generation == "v3" and pbx.now() - enqueued > float(pbx.settings.get("APIRequestTTL") or 35):
+            return None
+        return await factory()
+    finally:
+        pbx.pool.release()
 
 
 async def run_worker(
@@ -178,20 +195,36 @@ async def run_worker(
             _background(pbx, factory)
         await pbx.fleet.clock.sleep(wait)
         return timeout_response(pbx)
-    # eager start: most actions finish without ever suspending, and then no task, shield or timer
-    # is needed (the per-request cost matters at fleet scale)
-    coro = factory()
-    try:
-        yielded = coro.send(None)
-    except StopIteration as stop:
-        return respond(stop.value)
-    task = asyncio.ensure_future(_drive(coro, yielded))
+    pool = pbx.pool
+    if pool.locked():
+        # every worker is busy: queue (2026 refuses beyond APIQueueMaxLength waiting requests)
+        if v3 and pbx.queued >= int(pbx.settings.get("APIQueueMaxLength") or 50):
+            return envelope.v3_error(pbx, 503, texts.QUEUE_FULL)
+        pbx.queued += 1
+        task: asyncio.Future[R | None] = asyncio.ensure_future(_queued(pbx, factory, pbx.now()))
+    else:
+        # a free worker: start eagerly -- most actions finish without ever suspending, and then no
+        # task, shield or timer is needed (the per-request cost matters at fleet scale)
+        await pool.acquire()  # does not suspend: a permit is free
+        coro = factory()
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            pool.release()
+            return respond(stop.value)
+        except BaseException:
+            pool.release()
+            raise
+        task = asyncio.ensure_future(_drive(coro, yielded))
+        task.add_done_callback(lambda _t: pool.release())
     try:
         r = await asyncio.wait_for(asyncio.shield(task), pbx.fleet.clock.real(wait) + 0.05)
     except TimeoutError:
         # the worker keeps going (its effect lands later); the client sees the timeout
         pbx.fleet.background.add(task)
         task.add_done_callback(pbx.fleet.background.discard)
+        return timeout_response(pbx)
+    if r is None:  # dropped as stale (cannot normally happen before the client's own timeout)
         return timeout_response(pbx)
     return respond(r)
 

@@ -438,6 +438,12 @@ async def lic_capture(ctx: Ctx) -> R:
     return await ctx.pbx.capture_feature(ctx.data)
 
 
+@route("modules", "getDefault", "GET")
+async def mod_default(ctx: Ctx) -> R:
+    # the generic CRUD routes exist for modules, but its processor implements none of them
+    return R(False, [], {"error": [texts.unknown_action("getDefault", P_MOD)]}, "getDefault", P_MOD + "::callBack")
+
+
 @route("modules", "getAvailableModules", "GET")
 async def mod_available(ctx: Ctx) -> R:
     return await ctx.pbx.available_modules()

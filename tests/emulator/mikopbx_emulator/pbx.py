@@ -167,6 +167,9 @@ class PBX:
         self.pids = [fleet.ids_int(1000, 30000) + i for i in range(4)]
         self._pid_i = 0
         self.lock = asyncio.Lock()  # serialises module manipulation like the named mutex
+        # the API worker pool: 3 WorkerApiCommands processes on 2026, 4 on 2024
+        self.pool = asyncio.Semaphore(3 if self.generation == "v3" else 4)
+        self.queued = 0
 
     # ------------------------------------------------------------------ state & persistence
     @property
