@@ -145,6 +145,19 @@ def make_control_app(fleet: FleetRuntime) -> web.Application:
         p.save()
         return _json(opts)
 
+    async def password_put(request: web.Request) -> web.Response:
+        # the admin rotates the web password on the box; the inventory keeps the old one on purpose
+        p = pbx_of(request)
+        body = await _body(request)
+        pw = str(body.get("password") or "")
+        if not pw:
+            return _err(400, "password must not be empty")
+        p.state["password"] = pw
+        p.sessions.clear()
+        p.refresh_tokens.clear()
+        p.save()
+        return _json({"changed": True})
+
     async def unban(request: web.Request) -> web.Response:
         p = pbx_of(request)
         was = p.banned_until > p.now()
@@ -256,6 +269,7 @@ def make_control_app(fleet: FleetRuntime) -> web.Application:
     r.add_put("/control/pbx/{name}/modules", modules_put)
     r.add_put("/control/pbx/{name}/options", options_put)
     r.add_delete("/control/pbx/{name}/bans", unban)
+    r.add_put("/control/pbx/{name}/password", password_put)
     r.add_post("/control/pbx/{name}/snapshot", snapshot)
     r.add_post("/control/pbx/{name}/restore", restore)
     r.add_post("/control/pbx/{name}/license-check", license_check)

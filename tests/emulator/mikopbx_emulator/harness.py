@@ -117,6 +117,11 @@ class ControlClient:
         """Options: localhost_bypass (bool), rate_limit (bool), fail2ban (bool)."""
         return self._call("PUT", f"/control/pbx/{self._q(name)}/options", options)
 
+    def set_password(self, name: str, password: str) -> dict[str, Any]:
+        """Rotate the PBX's web admin password (sessions and refresh tokens end; the inventory keeps
+        the old password)."""
+        return self._call("PUT", f"/control/pbx/{self._q(name)}/password", {"password": password})
+
     def unban(self, name: str) -> dict[str, Any]:
         """Lift a fail2ban ban and reset the login/rate-limit counters of that PBX."""
         return self._call("DELETE", f"/control/pbx/{self._q(name)}/bans")
