@@ -40,6 +40,15 @@ options:
         changed password is tried immediately. The controller keeps this in a small file (a salted
         fingerprint, never the password) under the system temporary directory; the environment
         variable E(MIKOPBX_LOGIN_MEMO_DIR) moves it and E(MIKOPBX_LOGIN_MEMO=0) switches it off.
+      - After a successful login, the session is reused by later tasks with the same O(url),
+        O(username) and O(password) instead of logging in again (MikoPBX 2024.1 counts every login,
+        successful or not, against 10 per address in 5 minutes). MikoPBX 2024.1 sessions are reused
+        for up to 50 minutes after the login. MikoPBX 2026.1 access tokens are reused until shortly
+        before they expire, then renewed with the refresh token. If the PBX no longer accepts a
+        stored session, it is renewed once (a token refresh or one new login). Sessions are stored
+        in private files (mode 0600) named by a salted fingerprint, in a C(sessions) subdirectory of
+        the directory above. The password is never stored. E(MIKOPBX_SESSION_CACHE_DIR) moves them,
+        and E(MIKOPBX_SESSION_CACHE=0) switches the reuse off.
       - If not set, the value of the E(MIKOPBX_PASSWORD) environment variable is used.
     type: str
   validate_certs:

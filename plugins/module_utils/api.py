@@ -11,11 +11,13 @@ both API generations, bounded retries for requests that are safe to repeat, and 
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 import time
 import traceback
@@ -232,6 +234,157 @@ class LoginFailureMemo:
             pass
 
 
+class SessionCache:
+    """Login sessions reused across module runs on this controller.
+
+    Every task builds its own client and would log in again. MikoPBX 2024.1 counts *every* login
+    POST (successes included) against 10 per address and 5 minutes, so a play run twice in a row
+    locks itself out; 2026.1 merely wastes a login per task. After a successful password login the
+    session is therefore written to a private file, and later clients with the same URL, username
+    and password start from it: legacy the ``PHPSESSID`` cookie (reused for ``LEGACY_TTL`` seconds
+    after the login, well inside the PBX's 3600 s session lifetime, never extended by use), v3 the
+    access token (until its ``exp`` minus ``V3_MARGIN``) and the ``refreshToken`` cookie (an
+    expired access token is renewed with ``auth:refresh`` instead of a new login).
+
+    The file name is a salted PBKDF2 fingerprint of URL, username and password; the file (mode 0600,
+    in a 0700 directory, replaced atomically) holds session values, never the password. A file that
+    cannot be read, is not ours or is malformed is ignored. The directory is
+    ``MIKOPBX_SESSION_CACHE_DIR``, else ``sessions`` in the login memo's directory (which
+    ``MIKOPBX_LOGIN_MEMO_DIR`` moves); ``MIKOPBX_SESSION_CACHE=0`` switches the cache off. API keys
+    are never cached (they need no login).
+    """
+
+    LEGACY_TTL = 3000
+    V3_MARGIN = 120
+    V3_MAX_TTL = 3600
+    REFRESH_TTL = 86400
+    ITERATIONS = 100_000
+    VERSION = 1
+
+    def __init__(self, directory: str | None = None) -> None:
+        self.enabled = os.environ.get("MIKOPBX_SESSION_CACHE", "1").lower() not in ("0", "false", "no", "off")
+        self.directory = directory or os.environ.get("MIKOPBX_SESSION_CACHE_DIR") or ""
+        if not self.directory:
+            self.directory = os.path.join(LoginFailureMemo().directory, "sessions")
+        self._names: dict[tuple[str, str, str], str] = {}
+
+    def path(self, url: str, username: str, password: str) -> str:
+        key = (url, username, password)
+        if key not in self._names:
+            salt = ("mikopbx-session\0%s\0%s" % (url, username)).encode("utf-8")
+            digest = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, self.ITERATIONS).hex()
+            self._names[key] = "session-%s.json" % digest
+        return os.path.join(self.directory, self._names[key])
+
+    def load(self, url: str, username: str, password: str) -> dict[str, Any] | None:
+        """The stored session for these exact credentials if it may still be valid, else None."""
+        if not self.enabled:
+            return None
+        try:
+            entry = self._read(self.path(url, username, password))
+            return self._usable(entry, url)
+        except Exception:  # a cache must never break a module run: anything odd means "no entry"
+            return None
+
+    def store(self, url: str, username: str, password: str, entry: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        entry = dict(entry, version=self.VERSION, url=url, ts=entry.get("ts") or time.time())
+        tmp = None
+        try:
+            if not self._private_directory():
+                return
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".session-", suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(entry, handle)
+            os.replace(tmp, self.path(url, username, password))
+            tmp = None
+        except OSError:
+            pass
+        finally:
+            if tmp is not None:
+                _unlink_quietly(tmp)
+
+    def drop(self, url: str, username: str, password: str) -> None:
+        if self.enabled:
+            _unlink_quietly(self.path(url, username, password))
+
+    def _private_directory(self) -> bool:
+        """Create the directory 0700; refuse one that is a link or someone else's."""
+        # makedirs gives only the last level the mode: the parent (the login memo's) is made first.
+        os.makedirs(os.path.dirname(os.path.abspath(self.directory)), mode=0o700, exist_ok=True)
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        info = os.lstat(self.directory)
+        if not stat.S_ISDIR(info.st_mode) or not _owned_by_us(info):
+            return False
+        if info.st_mode & 0o077:
+            os.chmod(self.directory, 0o700)
+        return True
+
+    @staticmethod
+    def _read(path: str) -> Any:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, encoding="utf-8") as handle:
+            info = os.fstat(handle.fileno())
+            # Only a private regular file of ours is trusted: anyone else could plant a session.
+            if not stat.S_ISREG(info.st_mode) or not _owned_by_us(info) or info.st_mode & 0o077:
+                return None
+            return json.load(handle)
+
+    def _usable(self, entry: Any, url: str) -> dict[str, Any] | None:
+        if not isinstance(entry, dict) or entry.get("version") != self.VERSION or entry.get("url") != url:
+            return None
+        generation = entry.get("generation")
+        cookies = entry.get("cookies")
+        if generation not in GENERATIONS or not isinstance(cookies, dict):
+            return None
+        if not all(isinstance(c, dict) and isinstance(c.get("value"), str) for c in cookies.values()):
+            return None
+        now = time.time()
+        age = now - float(entry["ts"])
+        if age < 0:
+            return None  # the clock went back: trust nothing
+
+        if generation == "legacy":
+            if age >= self.LEGACY_TTL or not cookies.get("PHPSESSID"):
+                return None
+            return entry
+
+        token = entry.get("access_token")
+        until = entry.get("access_until")
+        if not isinstance(token, str) or not isinstance(until, (int, float)) or now >= until:
+            entry["access_token"] = None
+        refresh_fresh = cookies.get("refreshToken") and age < self.REFRESH_TTL
+        if not entry["access_token"] and not refresh_fresh:
+            return None
+        if not refresh_fresh:
+            cookies.pop("refreshToken", None)
+        return entry
+
+
+def _owned_by_us(info: os.stat_result) -> bool:
+    getuid = getattr(os, "getuid", None)
+    return getuid is None or info.st_uid == getuid()
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _jwt_expiry(token: str) -> float | None:
+    """``exp`` of a JWT, read from its payload without verifying it (only to decide reuse)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        exp = claims.get("exp") if isinstance(claims, dict) else None
+        return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
+    except (IndexError, ValueError, TypeError, UnicodeDecodeError):
+        return None
+
+
 def _uid() -> str:
     try:
         return str(os.getuid())
@@ -336,6 +489,10 @@ class MikoPBXClient:
         self._legacy_session = False
         self._login_failure: MikoPBXError | None = None
         self.login_memo = LoginFailureMemo()
+        self.session_cache = SessionCache()
+        self._session_checked = False  # the cache is consulted once per client
+        self._session_from_cache = False  # the current session came from the cache, unconfirmed
+        self._session_ts = 0.0  # when the current session was created by a login
         self._settings: dict[str, Any] | None = None
         self._pages: dict[str, str] = {}
 
@@ -602,7 +759,8 @@ class MikoPBXClient:
         return MikoPBXError("%s: the PBX reported a failure" % action, "server", **common)
 
     def logout(self) -> None:
-        """Drop the v3 refresh token on the PBX (optional; tokens expire on their own)."""
+        """Drop the v3 refresh token on the PBX and the stored session (optional; both expire)."""
+        self._forget_stored_session()
         if self._access_token:
             try:
                 self._send("POST", V3_ROOT + "auth:logout", safe=False, bearer="Bearer " + self._access_token)
@@ -631,6 +789,8 @@ class MikoPBXClient:
         if self._generation == "v3" and self._access_token:
             return
         if self._generation == "legacy" and self._legacy_session:
+            return
+        if self._resume_stored_session():
             return
 
         if self._generation in (None, "v3"):
@@ -688,6 +848,8 @@ class MikoPBXClient:
         self.add_secret(token)
         self._access_token = token
         self.login_memo.clear(self.url, self.username or "")
+        self._session_ts = time.time()
+        self._store_session("v3", data.get("expiresIn"))
         return True
 
     def _login_legacy(self) -> None:
@@ -707,6 +869,8 @@ class MikoPBXClient:
             self._fail_login(result, LEGACY_LOGIN_PATH, reason="the login answer set no PHPSESSID session cookie")
         self._legacy_session = True
         self.login_memo.clear(self.url, self.username or "")
+        self._session_ts = time.time()
+        self._store_session("legacy")
 
     def _fail_login(self, result: ApiResult, path: str, reason: str | None = None) -> None:
         text = result.error_text().lower()
@@ -743,6 +907,7 @@ class MikoPBXClient:
         self._login_failure = err
         self._access_token = None
         self._legacy_session = False
+        self._forget_stored_session()
         if err.classification == "auth":
             self.login_memo.record(self.url, self.username or "", self.password or "", err)
         elif err.classification == "rate_limited":
@@ -757,22 +922,115 @@ class MikoPBXClient:
         """After a 401: one refresh with the cookie (v3), else one new login. True if renewed."""
         if self._api_key_active or not (self.username and self.password):
             return False
+        if self._session_from_cache:
+            # A stored session the PBX no longer accepts (it restarted, someone logged out): forget
+            # it. Renewing it below is ordinary, not a failed login, and is tried once like any renewal.
+            self._forget_stored_session()
+            if self._generation == "legacy":
+                self._drop_cookie("PHPSESSID")
         if self._generation == "v3":
             self._access_token = None
-            if self.session.cookies.get("refreshToken"):
-                response, result = self._send("POST", V3_ROOT + "auth:refresh", safe=False, login=True)
-                token = result.data.get("accessToken") if result.ok and isinstance(result.data, dict) else None
-                if token:
-                    self.add_secret(token)
-                    self._access_token = token
-                    return True
-                if response.status_code == 429:
-                    raise self.error_from_result(result, "token refresh", method="POST", path=V3_ROOT + "auth:refresh")
+            if self.session.cookies.get("refreshToken") and self._refresh_v3():
+                return True
             self._login_v3(probe=False)
             return True
         self._legacy_session = False
         self._login_legacy()
         return True
+
+    def _refresh_v3(self) -> bool:
+        """One ``auth:refresh`` with the refreshToken cookie; True with a new access token."""
+        response, result = self._send("POST", V3_ROOT + "auth:refresh", safe=False, login=True)
+        data = result.data if result.ok and isinstance(result.data, dict) else {}
+        token = data.get("accessToken")
+        if token:
+            self.add_secret(token)
+            self._access_token = token
+            self._store_session("v3", data.get("expiresIn"))
+            return True
+        if response.status_code == 429:
+            raise self.error_from_result(result, "token refresh", method="POST", path=V3_ROOT + "auth:refresh")
+        return False
+
+    # ------------------------------------------------------------------ sessions across tasks
+
+    @property
+    def _session_cacheable(self) -> bool:
+        # API keys need no login; with a key and a login (legacy) nothing is cached either.
+        return self.session_cache.enabled and not self.api_key and bool(self.username and self.password)
+
+    def _resume_stored_session(self) -> bool:
+        """Start from the session an earlier task stored (see :class:`SessionCache`).
+
+        True when this client now holds a session. A cached legacy session or v3 access token is
+        used as is (a 401 to it leads to one renewal, see :meth:`_reauthenticate`); an expired v3
+        access token is renewed with the stored refresh cookie, which is not a login.
+        """
+        if self._session_checked or not self._session_cacheable or self._login_failure is not None:
+            return False
+        self._session_checked = True
+        entry = self.session_cache.load(self.url, self.username or "", self.password or "")
+        if entry is None or self._generation not in (None, entry["generation"]):
+            return False
+
+        for name, cookie in entry["cookies"].items():
+            if name in ("PHPSESSID", "refreshToken"):
+                self.add_secret(cookie["value"])
+                self.session.cookies.set(
+                    name,
+                    cookie["value"],
+                    domain=str(cookie.get("domain") or ""),
+                    path=str(cookie.get("path") or "/"),
+                    secure=bool(cookie.get("secure")),
+                )
+        self._generation = entry["generation"]
+        self._session_ts = float(entry["ts"])
+        if self._generation == "legacy":
+            self._legacy_session = True
+            self._session_from_cache = True
+            return True
+
+        token = entry.get("access_token")
+        if token:
+            self.add_secret(token)
+            self._access_token = token
+            self._session_from_cache = True
+            return True
+        if self.session.cookies.get("refreshToken") and self._refresh_v3():
+            return True
+        self._forget_stored_session()
+        return False
+
+    def _store_session(self, generation: str, expires_in: Any = None) -> None:
+        """Store the session of a successful login or refresh for the next tasks."""
+        self._session_from_cache = False
+        if not self._session_cacheable:
+            return
+        now = time.time()
+        cookies = {
+            cookie.name: {"value": cookie.value, "domain": cookie.domain, "path": cookie.path, "secure": cookie.secure}
+            for cookie in self.session.cookies
+            if cookie.name in ("PHPSESSID", "refreshToken") and cookie.value
+        }
+        entry: dict[str, Any] = {"generation": generation, "ts": self._session_ts or now, "cookies": cookies}
+        if generation == "v3":
+            until = _jwt_expiry(self._access_token or "")
+            if until is None and isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
+                until = now + float(expires_in)
+            if until is not None:
+                until = min(until, now + SessionCache.V3_MAX_TTL) - SessionCache.V3_MARGIN
+            usable = until is not None and until > now
+            entry.update(access_token=self._access_token if usable else None, access_until=until if usable else None)
+        self.session_cache.store(self.url, self.username or "", self.password or "", entry)
+
+    def _forget_stored_session(self) -> None:
+        self._session_from_cache = False
+        if self._session_cacheable:
+            self.session_cache.drop(self.url, self.username or "", self.password or "")
+
+    def _drop_cookie(self, name: str) -> None:
+        for cookie in [c for c in self.session.cookies if c.name == name]:
+            self.session.cookies.clear(cookie.domain, cookie.path, cookie.name)
 
     def _authorised_request(
         self, method: str, path: str, *, params: dict[str, Any] | None, data: dict[str, Any] | None, safe: bool

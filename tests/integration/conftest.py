@@ -250,6 +250,8 @@ def _ansible_env(workdir: Path, extra: dict[str, str] | None) -> dict[str, str]:
         ANSIBLE_FORCE_COLOR="0",
         ANSIBLE_DEPRECATION_WARNINGS="false",
         PATH=str(BIN_DIR) + os.pathsep + os.environ.get("PATH", ""),
+        # Login sessions are reused across tasks (api.SessionCache): shared by the runs of one test only.
+        MIKOPBX_SESSION_CACHE_DIR=str(workdir.parent / "mikopbx-sessions"),
     )
     env.update(extra or {})
     return env
@@ -389,6 +391,12 @@ def connections() -> Any:
         v3=dict(CONNECTION_V3),
         password=dict(CONNECTION_PASSWORD),
     )
+
+
+@pytest.fixture(autouse=True)
+def _isolated_session_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Clients built in the test process keep their stored sessions (api.SessionCache) per test."""
+    monkeypatch.setenv("MIKOPBX_SESSION_CACHE_DIR", str(tmp_path / "client-sessions"))
 
 
 @pytest.fixture
