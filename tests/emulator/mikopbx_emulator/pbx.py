@@ -199,6 +199,19 @@ class PBX:
         self.version += 1
         atomic_write_json(self.path, self.state, fsync=self.fleet.fsync if fsync is None else fsync)
 
+    MAX_TOKENS = 10000
+
+    def prune(self) -> None:
+        """Drop expired sessions/tokens and bound their number (a login-heavy benchmark must not
+        grow memory without limit; the oldest go first)."""
+        now = self.now()
+        self.sessions = {k: v for k, v in self.sessions.items() if v["expires"] >= now}
+        self.refresh_tokens = {k: v for k, v in self.refresh_tokens.items() if v["expires"] >= now}
+        self.remember_tokens = {k: v for k, v in self.remember_tokens.items() if v >= now}
+        for d in (self.sessions, self.refresh_tokens, self.remember_tokens):
+            while len(d) > self.MAX_TOKENS:
+                d.pop(next(iter(d)))
+
     def pid(self) -> int:
         self._pid_i = (self._pid_i + 1) % (3 if self.generation == "v3" else 4)
         return self.pids[self._pid_i]

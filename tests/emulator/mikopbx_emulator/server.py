@@ -79,6 +79,7 @@ class FleetRuntime:
         self.stopping = asyncio.Event()
         self._socks: dict[str, socket.socket] = {}
         self._ppid = os.getppid()
+        self._ticks = 0
 
     def ids_int(self, a: int, b: int) -> int:
         return int(self.ids.uniform(a, b))
@@ -413,6 +414,10 @@ class FleetRuntime:
                         log.info("%s: hourly licence check disabled %s", pbx.name, ",".join(changed))
             self.save_clock()
             flush_request_log()
+            self._ticks += 1
+            if self._ticks % 60 == 0:
+                for pbx in self.pbxs.values():
+                    pbx.prune()
             if self.opts.exit_with_parent and os.getppid() != self._ppid:
                 log.warning("parent process %d is gone: shutting down", self._ppid)
                 self.stopping.set()
