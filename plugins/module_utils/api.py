@@ -264,6 +264,8 @@ class SessionCache:
     def __init__(self, directory: str | None = None) -> None:
         self.enabled = os.environ.get("MIKOPBX_SESSION_CACHE", "1").lower() not in ("0", "false", "no", "off")
         self.directory = directory or os.environ.get("MIKOPBX_SESSION_CACHE_DIR") or ""
+        # Under the login memo's directory (by default in the shared temp dir) that one must be ours too.
+        self._in_memo_directory = not self.directory
         if not self.directory:
             self.directory = os.path.join(LoginFailureMemo().directory, "sessions")
         self._names: dict[tuple[str, str, str], str] = {}
@@ -310,9 +312,13 @@ class SessionCache:
             _unlink_quietly(self.path(url, username, password))
 
     def _private_directory(self) -> bool:
-        """Create the directory 0700; refuse one that is a link or someone else's."""
+        """Create the directory 0700; refuse one that is a link or someone else's (or in theirs)."""
         # makedirs gives only the last level the mode: the parent (the login memo's) is made first.
-        os.makedirs(os.path.dirname(os.path.abspath(self.directory)), mode=0o700, exist_ok=True)
+        parent = os.path.dirname(os.path.abspath(self.directory))
+        if self._in_memo_directory:
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+            if not _owned_by_us(os.lstat(parent)):
+                return False
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         info = os.lstat(self.directory)
         if not stat.S_ISDIR(info.st_mode) or not _owned_by_us(info):
