@@ -183,3 +183,31 @@ def test_inventory_contract_and_readiness(tmp_path):
         assert len(passwords) == len(names), "passwords must be random per PBX"
     finally:
         fl.stop()
+
+
+def test_password_rotation_applies_and_survives_restart(tmp_path):
+    """§3.1.1 / §3.2 + design §2 (control extension: the admin rotates the web password on the box): the old
+    password is refused (v3 401; legacy success:false), the new one works, an API key is unaffected, and the new
+    password survives a restart with the same state directory."""
+    state_dir = tmp_path / "state"
+    first = start_fleet(state_dir, 2, "mixed", 0.1)
+    try:
+        fv = FleetView(first)
+        v3, legacy = fv.pbx(fv.names("v3")[0]), fv.pbx(fv.names("legacy")[0])
+        for pbx in (v3, legacy):
+            fv.control._call("PUT", f"/control/pbx/{pbx.name}/password", {"password": f"new-{pbx.name}-pw"})
+        expect(v3.v3_login(), 401, "§3.1.1 old password")
+        expect(v3.v3_login(password=f"new-{v3.name}-pw"), 200, "§3.1.1 new password")
+        expect(v3.bearer().get(v3.url + V3 + "/system:checkAuth", timeout=30), 200, "API key unaffected")
+        assert expect(legacy.legacy_login(), 200, "§3.2 old password")["success"] is False
+        assert expect(legacy.legacy_login(password=f"new-{legacy.name}-pw"), 200, "§3.2")["success"] is True
+    finally:
+        first.stop()
+    second = start_fleet(state_dir, 2, "mixed", 0.1)
+    try:
+        fv = FleetView(second)
+        v3, legacy = fv.pbx(v3.name), fv.pbx(legacy.name)
+        expect(v3.v3_login(password=f"new-{v3.name}-pw"), 200, "new password after restart")
+        assert expect(legacy.legacy_login(password=f"new-{legacy.name}-pw"), 200, "§3.2")["success"] is True
+    finally:
+        second.stop()
