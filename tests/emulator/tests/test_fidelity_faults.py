@@ -463,3 +463,21 @@ def test_queue_back_pressure_503_beyond_50_waiting(clean):
     refused = [b for c, b in answers if c == 503]
     assert refused, f"no 503 although 60 calls compete for 3 workers + a queue of 50: {codes}"
     assert all(b["messages"]["error"] == [QUEUE_FULL] for b in refused), refused[:2]
+
+
+def test_worker_timeout_hits_v3_login_but_not_legacy_session_start(clean):
+    """§1 / §3.1.1 / §11.1: v3 auth:login is a worker action (LoginAction::main, the controller hands the request to
+    the worker), so a worker timeout answers the login with 400 "Request timeout or worker not responding"; the
+    2024 login is the admin-cabinet form (no REST worker) and is not affected -- the next REST call is."""
+    fv = clean
+    v3, legacy = take(fv, "v3"), take(fv, "legacy")
+    fv.control.add_fault(v3.name, "worker_timeout", count=1)
+    resp = v3.v3_login()
+    data = expect(resp, 400, "§4 worker timeout on auth:login")
+    assert data["messages"]["error"] == [WORKER_TIMEOUT_V3], describe(resp)
+    expect(v3.v3_login(), 200, "fault consumed")
+    fv.control.add_fault(legacy.name, "worker_timeout", count=1)
+    s = legacy.anon()
+    data = expect(legacy.legacy_login(s), 200, "§3.2 session/start is not a REST worker call")
+    assert data["success"] is True, data
+    expect(ping(legacy, s), 500, "§4 the next REST call gets the legacy timeout")
