@@ -167,6 +167,7 @@ def test_envelope_jsonapi_wrapping(fleet):
         assert f in data, f"{f} missing: {describe(resp)}"
     assert "httpCode" not in data and data["result"] is True and data["function"] == "ping", describe(resp)
     assert resp.headers.get("Access-Control-Allow-Origin") == "*", dict(resp.headers)
+    assert re.fullmatch(r"[0-9a-f]{40}", data["meta"]["hash"]), f"meta.hash is a sha1 (§4): {data['meta']}"
 
 
 def test_result_false_is_http_200(fleet):

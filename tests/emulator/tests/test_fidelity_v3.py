@@ -425,6 +425,7 @@ def test_envelope_fields_and_headers(fleet):
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", data["meta"]["timestamp"]), describe(resp)
     assert resp.headers.get("Access-Control-Allow-Origin") == "*", dict(resp.headers)
     assert resp.headers.get("Content-Type", "").startswith("application/json"), dict(resp.headers)
+    assert re.fullmatch(r"[0-9a-f]{40}", data["meta"]["hash"]), f"meta.hash is a sha1 (§4): {data['meta']}"
 
 
 def test_unknown_route_404_success_false(fleet):
