@@ -521,6 +521,11 @@ def test_fail2ban_bans_after_unauthenticated_rest_calls(fleet):
     except Exception:  # noqa: BLE001 - the 5th call itself may already be dropped
         pass
     assert _banned(pbx, s), "5 unauthenticated REST calls in 1800 s must get the client banned (§3.2 fail2ban)"
+    fleet.control.advance(3600)
+    assert _banned(pbx, pbx.anon()), "the 2024 ban lasts 86400 s (§3.2)"
+    fleet.control.advance(86400 - 3600 + 60)
+    fresh = pbx.legacy_session()
+    expect(fresh.get(pbx.url + API + "/license/ping", timeout=30), 200, "§3.2 ban over after 86400 s")
 
 
 def test_sysinfo_hypervisor_and_dmi(fleet):
