@@ -157,6 +157,10 @@ async def handle_api(pbx: PBX, request: web.Request, path: str) -> tuple[web.Res
     if entry is None and m and request.method == "GET" and m.group("res") == "sysinfo" and "/" not in m.group("action"):
         # the sysinfo GET controller forwards any action name to its processor
         entry = (_unknown_sysinfo(m.group("action")), "read")
+    if path.startswith("/pbxcore/api/v3/auth:"):
+        # A client probing for the 2026.1 login on a 2024.1 PBX: an authentication attempt that
+        # changes nothing, so the request log must not count it as a write.
+        return envelope.legacy_errors(pbx, 404, texts.LEGACY_404), "auth"
     if path.startswith("/pbxcore/api/v3/") or entry is None:
         return envelope.legacy_errors(pbx, 404, texts.LEGACY_404), verb_kind
     fn, kind = entry
