@@ -95,6 +95,7 @@ def test_unauthenticated_call_is_401_pbxapiresult_shaped(fleet):
     assert data["result"] is False, describe(resp)
     assert data["messages"]["error"] == [NOT_AUTHENTICATED], describe(resp)
     assert data["data"] == [], describe(resp)
+    assert data["function"] == "" and data["processor"] == "" and isinstance(data["pid"], int), describe(resp)
     assert "jsonapi" not in data and "errors" not in data, describe(resp)
     assert set(data["meta"]) >= {"timestamp", "hash"}, describe(resp)
     assert resp.headers.get("Access-Control-Allow-Origin") == "*", "CORS header on every response (§2)"
@@ -771,12 +772,13 @@ def test_sysinfo_content_has_version(fleet):
 
 
 def test_network_config_hostname(fleet):
-    """§8.1: network:getConfig -> data.interfaces[] with hostname, ipaddr."""
+    """§8.1: network:getConfig -> data.interfaces[] with hostname, domain, ipaddr, internet."""
     pbx = shared(fleet)
     resp = pbx.get(V3 + "/network:getConfig")
     data = expect(resp, 200, "§8.1")
     ifaces = data["data"]["interfaces"]
-    assert isinstance(ifaces, list) and ifaces and {"hostname", "ipaddr"} <= set(ifaces[0]), describe(resp)
+    assert isinstance(ifaces, list) and ifaces, describe(resp)
+    assert {"hostname", "domain", "ipaddr", "internet"} <= set(ifaces[0]), describe(resp)
 
 
 def test_reachability_probe_format(fleet):
