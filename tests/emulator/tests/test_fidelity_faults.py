@@ -481,3 +481,25 @@ def test_worker_timeout_hits_v3_login_but_not_legacy_session_start(clean):
     data = expect(legacy.legacy_login(s), 200, "§3.2 session/start is not a REST worker call")
     assert data["success"] is True, data
     expect(ping(legacy, s), 500, "§4 the next REST call gets the legacy timeout")
+
+
+def test_busy_workers_on_one_pbx_do_not_slow_another(clean):
+    """§1 / §9: every PBX has its own worker pool -- while one v3 PBX's 3 workers are busy with slow licence calls,
+    another PBX answers at once."""
+    import concurrent.futures
+
+    fv = clean
+    busy, idle = take(fv, "v3"), take(fv, "v3")
+    sessions = [fresh_session(busy) for _ in range(4)]
+    fv.control.add_fault(busy.name, "licensing_slow", delay=25)
+    s_idle = fresh_session(idle)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(lambda s: s.get(busy.url + busy.lic_path("ping"), timeout=60), s) for s in sessions]
+        time.sleep(5 * SCALE)  # the slow calls now hold every worker of `busy`
+        t0 = time.monotonic()
+        resp = s_idle.get(idle.url + idle.lic_path("ping"), timeout=60)
+        elapsed = time.monotonic() - t0
+        for f in futures:
+            f.result()
+    expect(resp, 200, "§9 other PBX")
+    assert elapsed < 15 * SCALE, f"the idle PBX took {elapsed / SCALE:.1f} emulated s while another PBX was busy"
