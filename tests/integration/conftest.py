@@ -250,8 +250,10 @@ def _ansible_env(workdir: Path, extra: dict[str, str] | None) -> dict[str, str]:
         ANSIBLE_FORCE_COLOR="0",
         ANSIBLE_DEPRECATION_WARNINGS="false",
         PATH=str(BIN_DIR) + os.pathsep + os.environ.get("PATH", ""),
-        # Login sessions are reused across tasks (api.SessionCache): shared by the runs of one test only.
-        MIKOPBX_SESSION_CACHE_DIR=str(workdir.parent / "mikopbx-sessions"),
+        # Login sessions are reused across the tasks of a run (api.SessionCache); each run starts
+        # without stored sessions, so its request counts do not depend on earlier runs of the test
+        # (pass env={"MIKOPBX_SESSION_CACHE_DIR": ...} to share them between runs).
+        MIKOPBX_SESSION_CACHE_DIR=str(workdir / "mikopbx-sessions"),
     )
     env.update(extra or {})
     return env

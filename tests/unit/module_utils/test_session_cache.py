@@ -228,8 +228,9 @@ def test_refused_refresh_of_a_stored_token_leads_to_one_login(fake_http, monkeyp
 
 
 def test_rejected_v3_token_is_renewed_by_refresh(fake_http, tmp_path):
+    renewed = jwt(time.time() + 900, "2")
     fake_http.add("POST", LOGIN, v3_login_ok(jwt(time.time() + 900, "1")))
-    fake_http.add("POST", REFRESH_PATH, v3_refresh_ok(jwt(time.time() + 900, "2")))
+    fake_http.add("POST", REFRESH_PATH, v3_refresh_ok(renewed))
     fake_http.add("GET", PING_V3, Reply(json=v3_ok([], "ping")))
     client().call("license.ping")
     fake_http.set(
@@ -242,7 +243,8 @@ def test_rejected_v3_token_is_renewed_by_refresh(fake_http, tmp_path):
     client().call("license.ping")
 
     assert fake_http.paths() == [LOGIN, PING_V3, PING_V3, REFRESH_PATH, PING_V3]
-    assert stored(tmp_path)["access_token"] == jwt(time.time() + 900, "2")
+    assert stored(tmp_path)["access_token"] == renewed
+    assert fake_http.count("POST", LOGIN) == 1  # a refused stored token is not a login
 
 
 # ------------------------------------------------------------------ switches, storage, robustness
