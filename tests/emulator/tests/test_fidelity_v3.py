@@ -1292,3 +1292,57 @@ def test_no_secret_in_request_log_or_emulator_log(fleet):
     text = open(fleet.fleet.log_path, encoding="utf-8", errors="replace").read()
     leaked = [name for name, value in secrets.items() if value and value in text]
     assert not leaked, f"secrets in the emulator log {fleet.fleet.log_path}: {leaked}"
+
+
+def _sign_hs256(claims, secret):
+    """A JWT signed like the PBX signs its own (HS256 with JWTSecret) -- test tool only."""
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(raw):
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"typ": "JWT", "alg": "HS256"}).encode())
+    body_ = b64(json.dumps(claims).encode())
+    sig = hmac.new(secret.encode(), f"{head}.{body_}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body_}.{b64(sig)}"
+
+
+def test_non_admin_role_is_403_not_401(fleet):
+    """§3.1 step 2: a *valid* JWT whose role is not `admins` is checked against the ACL; a role the ACL does not
+    know is denied with 403 "Access denied. You do not have permission to access this resource." (PBXApiResult
+    shaped) -- not 401.  The token is signed with the PBX's JWTSecret taken from the control state (test tool)."""
+    pbx = shared(fleet)
+    secret = fleet.control.state(pbx.name)["settings"]["JWTSecret"]
+    claims = jwt_payload(pbx.jwt())
+    token = _sign_hs256({**claims, "role": "fidelity-operators", "userId": "operator"}, secret)
+    resp = pbx.bearer(token).get(pbx.url + V3 + "/license:getLicenseInfo", timeout=30)
+    data = expect(resp, 403, "§3.1 ACL denial for a non-admin role")
+    assert data["result"] is False, describe(resp)
+    assert data["messages"]["error"] == ["Access denied. You do not have permission to access this resource."], (
+        describe(resp)
+    )
+    admin = _sign_hs256(claims, secret)
+    expect(pbx.bearer(admin).get(pbx.url + V3 + "/system:checkAuth", timeout=30), 200, "§3.1 role admins bypasses")
+
+
+def test_token_not_yet_valid_beyond_leeway_401(fleet):
+    """§3.1.1: validation rejects a token whose nbf - 600 s lies in the future; within the leeway it is accepted."""
+    pbx = shared(fleet)
+    secret = fleet.control.state(pbx.name)["settings"]["JWTSecret"]
+    claims = jwt_payload(pbx.jwt())
+    early = {**claims, "nbf": claims["iat"] + 300, "exp": claims["iat"] + 1200}
+    late = {**claims, "nbf": claims["iat"] + 3600, "exp": claims["iat"] + 4500}
+    expect(
+        pbx.bearer(_sign_hs256(early, secret)).get(pbx.url + V3 + "/system:checkAuth", timeout=30),
+        200,
+        "§3.1.1 nbf within the 600 s leeway",
+    )
+    expect(
+        pbx.bearer(_sign_hs256(late, secret)).get(pbx.url + V3 + "/system:checkAuth", timeout=30),
+        401,
+        "§3.1.1 nbf - 600 s > now",
+    )
+    wrong = _sign_hs256(claims, secret + "x")
+    expect(pbx.bearer(wrong).get(pbx.url + V3 + "/system:checkAuth", timeout=30), 401, "§3.1.1 bad signature")
