@@ -178,8 +178,12 @@ def _manual_step_text(step: Any) -> str | None:
     return _text(step)
 
 
-def _binding(info: Mapping[str, Any], binding: Mapping[str, Any], api_ok: bool) -> dict[str, Any]:
+def _binding(info: Mapping[str, Any], binding: Mapping[str, Any], api_ok: bool, fleet_key: str = "") -> dict[str, Any]:
     before = info.get("binding_status") if api_ok else "unknown"
+    stored = _text(info.get("license_key_masked"))
+    if api_ok and fleet_key and stored and stored != fleet_key:
+        # The licence facts judge the key the PBX stores; measured against the company key it is a mismatch.
+        before = "key_mismatch"
     status, changed, manual_step = before or "unknown", False, None
     seats = info.get("seats") if isinstance(info.get("seats"), Mapping) else None
 
@@ -237,7 +241,23 @@ def _fleet_seats(records: list[dict[str, Any]], key_masked: str) -> dict[str, An
     return {k: best.get(k) for k in ("count", "captured", "free", "host_limit") if k in best}
 
 
-def host_record(name: str, host_vars: Mapping[str, Any], expiry_warning_days: int = 30) -> dict[str, Any]:
+def _skip_reason(
+    host_vars: Mapping[str, Any], key_masked: str, binding: Mapping[str, Any], fleet_key: str
+) -> str | None:
+    """Why the role left the PBX alone: the recorded reason, or a different key it was not allowed to replace."""
+    reason = _text(_lookup(host_vars, "mikopbx_skip_reason"))
+    if reason:
+        return reason
+    if fleet_key and key_masked and key_masked != fleet_key and not binding:
+        return "stores a different licence key (%s); set mikopbx_replace_foreign_keys to move it to the company key" % (
+            key_masked
+        )
+    return None
+
+
+def host_record(
+    name: str, host_vars: Mapping[str, Any], expiry_warning_days: int = 30, fleet_key_masked: str = ""
+) -> dict[str, Any]:
     """Build the report entry of one PBX from the facts the role recorded on it."""
     results = {var: _result(_lookup(host_vars, var)) for _, var in PHASES}
     info = results["mikopbx_info"]
@@ -261,12 +281,14 @@ def host_record(name: str, host_vars: Mapping[str, Any], expiry_warning_days: in
         "license_key_masked": _key_after(info, results["mikopbx_binding"]),
         "owner": (info.get("owner") or {}).get("companyname") if isinstance(info.get("owner"), Mapping) else None,
         "registration": _registration(registration, results["mikopbx_binding"]),
-        "binding": _binding(info, results["mikopbx_binding"], api_ok),
+        "binding": _binding(info, results["mikopbx_binding"], api_ok, fleet_key_masked),
         "reachability": _reachability(results["mikopbx_reachability"]),
         "modules": _modules(results["mikopbx_modules"]),
         "expiring": _expiring(info, expiry_warning_days) if api_ok else [],
         "licence_error": info.get("licence_error"),
-        "skipped": _text(_lookup(host_vars, "mikopbx_skip_reason")) or None,
+        "skipped": _skip_reason(
+            host_vars, _key_after(info, results["mikopbx_binding"]), results["mikopbx_binding"], fleet_key_masked
+        ),
         "errors": errors,
         "changed": changed,
     }
@@ -355,9 +377,10 @@ def mikopbx_fleet_report(
 
     thresholds = dict(DEFAULT_FAIL_ON)
     thresholds.update(fail_on or {})
-    records = [host_record(str(h), _host_vars(hostvars, str(h)), expiry_warning_days) for h in hosts]
-    totals = _totals(records)
     fleet = dict(fleet or {})
+    fleet_key = _text(fleet.get("license_key_masked"))
+    records = [host_record(str(h), _host_vars(hostvars, str(h)), expiry_warning_days, fleet_key) for h in hosts]
+    totals = _totals(records)
 
     return {
         "format": REPORT_FORMAT,

@@ -244,3 +244,11 @@ def test_markdown():
     assert len(rows) == 4 and all(row.count(" | ") == 11 for row in rows)
     with pytest.raises(AnsibleFilterError):
         mikopbx_report_markdown({"nope": 1})
+
+
+def test_foreign_key_left_alone_is_explained():
+    hv = {"a": {"mikopbx_info": info("ok", "MIKO-*****-*****-*****-WWWWW", 1)}}
+    report = mikopbx_fleet_report(hv, ["a"], fleet={"license_key_masked": MASKED})
+    assert report["hosts"][0]["skipped"].startswith("stores a different licence key (MIKO-*****-*****-*****-WWWWW)")
+    assert report["hosts"][0]["binding"]["status"] == "key_mismatch"
+    assert report["totals"]["unbound"] == 1
