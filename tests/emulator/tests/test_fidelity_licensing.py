@@ -31,7 +31,7 @@ from fidelity_helpers import (
 GENS = ["v3", "legacy"]
 
 # Time scale 0.1: expiries/waits 10x faster; tests move the clock explicitly for the 120 s cache.
-fleet = fleet_fixture(count=76, generation="mixed", time_scale=0.1, rate_limit=False)
+fleet = fleet_fixture(count=80, generation="mixed", time_scale=0.1, rate_limit=False)
 # A separate fleet for the seat arithmetic: 10 seats per key + one machine too many.
 seats_fleet = fleet_fixture(count=12, generation="mixed", time_scale=0.1, name="seats_fleet", rate_limit=False)
 
@@ -605,3 +605,18 @@ def test_enable_after_capture_succeeds_then_expiry_switches_it_off(fleet, gen):
     row = fleet.control.modules(pbx.name)["ModuleBitrix24Integration"]
     assert str(row["disabled"]) == "1" and row["disableReason"] == "DisabledByLicense", row
     assert row["disableReasonText"] and row["disableReasonText"] != "old", row
+
+
+@pytest.mark.parametrize("gen", GENS)
+def test_licence_info_cache_is_per_pbx(fleet, gen):
+    """§5.2: the 120 s getLicenseInfo cache lives in each PBX's own Redis -- one PBX's cached answer for key K says
+    nothing about another PBX with K: after the cabinet frees the second machine's seat, the second PBX fails at
+    once while the first still answers from its cache."""
+    a, b = take(fleet, gen), take(fleet, gen)
+    key = fleet.control.create_company()
+    apply_key(a, key)
+    apply_key(b, key)
+    decoded_info(a)
+    fleet.control.free_seat(key, fleet.control.machine_id(b.name))
+    info_failure(b, b.lic_info(), "design 2008 (no cache on this PBX)")
+    decoded_info(a)
