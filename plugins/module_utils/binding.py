@@ -44,6 +44,7 @@ BINDING_STATUSES = (OK, UNBOUND, KEY_MISMATCH, BINDING_REQUIRED, UNKNOWN)
 
 RESET_KEY = "reset_key"
 APPLY_KEY = "apply_key"
+RESTORE_KEY = "restore_previous_key"
 
 SEAT_TAKEN_CODE = 2008
 
@@ -279,6 +280,7 @@ class BindingOptions:
     on_seat_shortage: str = "fail"
     fail_on_status: list[str] = field(default_factory=list)
     host_name: str | None = None
+    force_release: bool = False
 
 
 class BindingManager:
@@ -441,25 +443,141 @@ class BindingManager:
             self._warn(text)
             return self._finish(self.stored, self.status, text)
 
+        forced = False
+        if self.live.state == "unavailable":
+            # The licensing service does not answer: resetKey would only empty the key on the PBX and
+            # leave this machine's seat held in the cabinet.
+            if not self.opts.force_release:
+                raise self._licensing_silent_refusal("release key %s" % mask_license_key(self.stored))
+            forced = True
+
         self.result["actions"] = [RESET_KEY]
         self.result["released_key_masked"] = mask_license_key(self.stored)
         self.result["changed"] = True
+        key = mask_license_key(self.stored)
+        if forced:
+            self.result["manual_step"] = self._own_seat_step()
         if self.check_mode:
+            if forced:
+                self._warn(self._seat_stays_held_text(would=True))
             return self._finish(
                 "",
                 UNBOUND,
-                "would release key %s from %s (resetKey; not sent in check mode)"
-                % (mask_license_key(self.stored), self._host),
+                "would %s key %s from %s (resetKey; not sent in check mode)"
+                % ("clear (force_release)" if forced else "release", key, self._host),
             )
 
-        reset_key(self.client)
-        self.client.invalidate_settings()
-        return self._finish(
-            "",
-            UNBOUND,
-            "released key %s from %s; bind it elsewhere with state=present"
-            % (mask_license_key(self.stored), self._host),
+        confirmed = self._reset()
+        if forced:
+            self._warn(self._seat_stays_held_text(would=False))
+            msg = (
+                "cleared key %s from %s with force_release, but the licensing service did not answer, so the seat of "
+                "this machine is still held: free it in the licence cabinet (manual_step)" % (key, self._host)
+            )
+        elif not confirmed:
+            msg = (
+                "released key %s from %s (the resetKey answer timed out; a re-read shows the key is gone); bind it "
+                "elsewhere with state=present" % (key, self._host)
+            )
+        else:
+            msg = "released key %s from %s; bind it elsewhere with state=present" % (key, self._host)
+        return self._finish("", UNBOUND, msg)
+
+    # -- guards around resetKey ------------------------------------------------------------
+
+    def _licensing_cause(self) -> str:
+        error = self.live.error or {}
+        return error.get("message") or "the licensing service did not answer"
+
+    def _own_seat_step(self) -> dict[str, Any]:
+        host = self.opts.host_name or "this PBX"
+        step = manual_cabinet_step(self.stored, target_host=None, previous_host=host, holders=None)
+        step["instructions"] = (
+            "Open %s and reset the seat (binding) of %s (this machine); the licensing service could not be told to "
+            "release it." % (step["page"], host)
         )
+        return step
+
+    def _seat_stays_held_text(self, would: bool) -> str:
+        return (
+            "%s: the licensing service does not answer, so resetKey %s only the key stored on %s; the seat of key %s "
+            "stays held by this machine until it is freed in the licence cabinet (see manual_step)"
+            % (
+                "force_release" if would else "force_release used",
+                "would clear" if would else "cleared",
+                self._host,
+                mask_license_key(self.stored),
+            )
+        )
+
+    def _licensing_silent_refusal(self, what: str) -> BindingFailure:
+        """Refuse a reset that could not release the seat: the licensing service does not answer."""
+        step = self._own_seat_step()
+        self.result["manual_step"] = step
+        self.result["changed"] = False
+        self.result["actions"] = []
+        self.result["released_key_masked"] = None
+        error = self._live_error()
+        return self._fail(
+            "not going to %s on %s: the licensing service does not answer this PBX (%s), so resetKey would clear "
+            "the key locally and leave this machine's seat held in the licence cabinet. Nothing changed. Fix: "
+            "restore the PBX's access to the licensing hosts (lic.miko.ru, lic.mikopbx.com) on TCP 443 (firewall, "
+            "DNS, proxy) and run this task again; or, if the machine is being decommissioned anyway, free its seat "
+            "by hand: %s (force_release: true then also clears the key on the PBX)"
+            % (what, self._host, self._licensing_cause(), step["instructions"]),
+            error,
+        )
+
+    def _live_error(self) -> MikoPBXError:
+        error = self.live.error or {}
+        classification = error.get("classification") or "unreachable"
+        return MikoPBXError(
+            "the licensing service did not answer: %s" % self._licensing_cause(),
+            classification,
+            licence_code=error.get("code"),
+            hint="restore the PBX's access to the licensing hosts on TCP 443 and re-run",
+        )
+
+    def _reread_key(self) -> str | None:
+        """The stored key read afresh after a write whose answer was lost; None when it cannot be read."""
+        self.client.invalidate_settings()
+        try:
+            return self._read_stored_key()
+        except MikoPBXError:
+            return None
+
+    def _reset(self) -> bool:
+        """Send resetKey once (never repeated). True when confirmed; False when the answer failed but a
+        re-read shows the key is gone (the release happened). Otherwise fails saying what the host holds."""
+        try:
+            reset_key(self.client)
+        except MikoPBXError as err:
+            stored = self._reread_key()
+            if stored == "":
+                self._warn(
+                    "resetKey on %s failed (%s) but a re-read shows the key %s is gone: the release happened, only "
+                    "its confirmation was lost" % (self._host, err.message, mask_license_key(self.stored))
+                )
+                return False
+            self.result["changed"] = False
+            self.result["actions"] = []
+            self.result["released_key_masked"] = None
+            if stored is None:
+                self.result["binding_status_after"] = UNKNOWN
+                raise self._fail(
+                    "resetKey on %s failed (%s) and the stored key could not be re-read, so it is unknown whether key "
+                    "%s was released. Do not repeat the reset blindly: run state=verified first, then re-run"
+                    % (self._host, err.describe(), mask_license_key(self.stored)),
+                    err,
+                ) from None
+            raise self._fail(
+                "resetKey on %s failed (%s); a re-read shows the PBX still holds key %s, so nothing changed and it is "
+                "safe to run this task again" % (self._host, err.describe(), mask_license_key(stored)),
+                err,
+            ) from None
+        finally:
+            self.client.invalidate_settings()
+        return True
 
     # -- state: present --------------------------------------------------------------------
 
@@ -480,8 +598,7 @@ class BindingManager:
         seats = self.result["seats"]
         if seats_full(seats):
             return self._seat_shortage(
-                "all seats of key %s are taken: %s" % (mask_license_key(self.expected), describe_seats(seats)),
-                reset_done=False,
+                "all seats of key %s are taken: %s" % (mask_license_key(self.expected), describe_seats(seats))
             )
 
         if RESET_KEY in actions and self.live.state != "not_bound":
@@ -494,41 +611,129 @@ class BindingManager:
         if self.check_mode:
             return self._finish(self.expected, OK, self._plan_message(actions, would=True))
 
-        key_now = self.stored
         if RESET_KEY in actions:
-            reset_key(self.client)
-            self.client.invalidate_settings()
-            key_now = ""
+            self._reset()
         try:
             applied = apply_key(self.client, self.expected)
         except MikoPBXError as err:
-            if err.licence_code == SEAT_TAKEN_CODE:
-                self.result["licence_error"] = error_summary(err)
-                return self._seat_shortage(
-                    "the licensing service refused a seat of key %s for %s (licence error 2008: all seats are "
-                    "held by other machines; nothing was stored): %s"
-                    % (mask_license_key(self.expected), self._host, describe_seats(seats)),
-                    reset_done=RESET_KEY in actions,
-                    error=err,
-                )
-            self.result["binding_status_after"] = UNBOUND if not key_now else self.status
-            self.result["license_key_masked"] = mask_license_key(key_now)
-            raise self._fail(
-                "applying key %s to %s failed%s: %s"
-                % (
-                    mask_license_key(self.expected),
-                    self._host,
-                    " after its previous key was reset (the host now holds no key)"
-                    if key_now == "" and self.stored
-                    else "",
-                    err.describe(),
-                ),
-                err,
-            ) from None
+            return self._apply_refused(err, actions, seats)
         self.client.invalidate_settings()
         key_now = normalize_license_key(applied.get("stored_key")) or self.expected
 
         return self._verify_after_write(key_now, actions)
+
+    def _apply_refused(self, err: MikoPBXError, actions: list[str], seats: dict[str, Any] | None) -> dict[str, Any]:
+        """The new key was not accepted. Re-read what the PBX holds and, when the reset gave up a working
+        key, put that key back once; then fail saying exactly what the host holds now."""
+        reset_done = RESET_KEY in actions
+        self.result["licence_error"] = error_summary(err)
+        stored = self._reread_key()
+        if stored == self.expected:
+            # Only the answer was lost (e.g. a timeout): the key is stored; the licence info decides.
+            self._warn(
+                "applying key %s to %s answered with a failure (%s) but a re-read shows the key is stored"
+                % (mask_license_key(self.expected), self._host, err.message)
+            )
+            return self._verify_after_write(stored, actions)
+
+        previous = self.stored if reset_done else ""
+        rollback: str | None = None  # None: nothing to restore; "restored" / "failed" / "skipped"
+        rollback_error: MikoPBXError | None = None
+        if reset_done and previous and stored == "":
+            if previous == self.expected and err.is_licence_error:
+                # The key that was just refused is the previous key itself (re-bind): sending it again
+                # would be refused the same way.
+                rollback = "skipped"
+            else:
+                try:
+                    apply_key(self.client, previous)
+                    rollback = "restored"
+                except MikoPBXError as again:
+                    rollback = "failed"
+                    rollback_error = again
+                stored = self._reread_key()
+                if rollback == "failed" and stored == previous:
+                    rollback = "restored"
+        key_after = stored if stored is not None else ""
+        status_after = self._status_after_failure(stored, previous, rollback)
+        self.result["binding_status_after"] = status_after
+        self.result["license_key_masked"] = mask_license_key(key_after)
+        if rollback == "restored":
+            self.result["actions"] = actions + [RESTORE_KEY]
+            self.result["changed"] = False
+            self.result["released_key_masked"] = None
+        elif reset_done:
+            self.result["actions"] = [RESET_KEY] if rollback != "failed" else [RESET_KEY, RESTORE_KEY]
+            self.result["changed"] = stored != previous
+        else:
+            self.result["actions"] = []
+            self.result["changed"] = False
+        state_text = self._state_after_refusal(stored, previous, rollback, rollback_error)
+
+        if err.licence_code == SEAT_TAKEN_CODE:
+            return self._seat_shortage(
+                "the licensing service refused a seat of key %s for %s (licence error 2008: all seats are held by "
+                "other machines; the new key was not stored): %s"
+                % (mask_license_key(self.expected), self._host, describe_seats(seats)),
+                key_after=key_after,
+                status_after=status_after,
+                state_text=state_text,
+                error=err,
+                keep_actions=True,
+            )
+        if reset_done and not self.result.get("manual_step") and rollback != "restored" and previous:
+            self.result["manual_step"] = manual_cabinet_step(
+                previous, target_host=self.opts.host_name, previous_host=None, holders=None
+            )
+        raise self._fail(
+            "the new key %s was refused by %s: %s. %s"
+            % (mask_license_key(self.expected), self._host, err.describe(), state_text),
+            err,
+        )
+
+    def _status_after_failure(self, stored: str | None, previous: str, rollback: str | None) -> str:
+        if stored is None:
+            return UNKNOWN
+        if not stored:
+            return UNBOUND
+        if stored != self.expected:
+            # The previous (different) key is back, or another key is stored: not the expected one.
+            return KEY_MISMATCH if self.expected else UNKNOWN
+        return UNKNOWN  # the expected key is stored but its seat was not confirmed
+
+    def _state_after_refusal(
+        self, stored: str | None, previous: str, rollback: str | None, rollback_error: MikoPBXError | None
+    ) -> str:
+        prev = mask_license_key(previous)
+        if stored is None:
+            return (
+                "The stored key could not be re-read afterwards, so the state of %s is UNKNOWN (its previous key was "
+                "%s). Run state=verified before anything else" % (self._host, prev or "none")
+            )
+        if rollback == "restored":
+            return (
+                "The previous key %s was applied again and is stored on %s, with the seat of this machine that the "
+                "reset had released; nothing is lost. Fix the key and re-run" % (prev, self._host)
+            )
+        if rollback == "failed":
+            return (
+                "ATTENTION: %s now holds no key. The reset released the previous key %s and applying it "
+                "again failed too (%s). Apply the previous key by hand (Marketplace -> Licence, or this module with "
+                "license_key set to it); if its seat is no longer free, reset the seat of this machine in the licence "
+                "cabinet first (manual_step)"
+                % (self._host, prev, rollback_error.describe() if rollback_error else "no answer")
+            )
+        if rollback == "skipped":
+            return (
+                "ATTENTION: %s now holds no key. Its key %s had no seat on this machine; it was reset to "
+                "capture one and the licensing service refused it, so it could not be stored again. Free a seat in "
+                "the licence cabinet (manual_step), then run this task again" % (self._host, prev)
+            )
+        if previous and not stored:
+            return "%s now holds no key (previous key %s)" % (self._host, prev)
+        if stored == previous:
+            return "Nothing changed: %s still holds %s" % (self._host, mask_license_key(stored) or "no key")
+        return "%s now holds key %s" % (self._host, mask_license_key(stored))
 
     def _ensure_licensing_answers(self) -> None:
         """Before a reset that nothing has shown to be safe: the current key is only given up when the
@@ -541,7 +746,8 @@ class BindingManager:
             self.result["licence_error"] = error_summary(err)
             raise self._fail(
                 "not replacing key %s on %s: the PBX cannot reach the licensing service (license:ping failed), so "
-                "the new key could not be applied after the reset. Nothing changed; %s"
+                "the reset would not release the seat and the new key could not be applied. Nothing changed. Fix: "
+                "restore the PBX's access to the licensing hosts on TCP 443 and run this task again; %s"
                 % (mask_license_key(self.stored), self._host, err.describe()),
                 err,
             ) from None
@@ -597,28 +803,34 @@ class BindingManager:
             % (self._host, self._verdict_message(status))
         )
 
-    def _seat_shortage(self, reason: str, reset_done: bool, error: MikoPBXError | None = None) -> dict[str, Any]:
+    def _seat_shortage(
+        self,
+        reason: str,
+        *,
+        key_after: str | None = None,
+        status_after: str | None = None,
+        state_text: str | None = None,
+        error: MikoPBXError | None = None,
+        keep_actions: bool = False,
+    ) -> dict[str, Any]:
         """No seat for this host: fail (or warn) with the manual cabinet step; no further write."""
         holders = list((self.opts.known_seats or {}).get("holders") or [])
         step = manual_cabinet_step(
             self.expected or "", target_host=self.opts.host_name, previous_host=self.opts.previous_host, holders=holders
         )
         self.result["manual_step"] = step
-        key_after = "" if reset_done else self.stored
-        status_after = UNBOUND if reset_done else self.status
-        self.result["changed"] = bool(reset_done)
-        self.result["actions"] = [RESET_KEY] if reset_done else []
-        if not reset_done:
+        if not keep_actions:
+            self.result["changed"] = False
+            self.result["actions"] = []
             self.result["released_key_masked"] = None
+        key_after = self.stored if key_after is None else key_after
+        status_after = self.status if status_after is None else status_after
 
         parts = [reason]
         if holders:
             parts.append("hosts holding seats: %s" % ", ".join(holders))
-        if reset_done:
-            parts.append(
-                "the previous key %s of %s was reset before the refusal, so the host now holds no key"
-                % (mask_license_key(self.stored), self._host)
-            )
+        if state_text:
+            parts.append(state_text)
         parts.append("a seat must be freed in the licence cabinet: %s" % step["instructions"])
         msg = "; ".join(parts)
         self._finish(key_after, status_after, msg)

@@ -15,7 +15,9 @@ description:
     key held by the PBX's machine. A key has a number of seats (10 by default) and serves at most 10 hosts.
   - O(state=absent) releases the binding before a migration with C(license:resetKey). The key is removed from the
     PBX and the machine's seat is freed, so the key can be bound on the new machine. The masked key that was
-    released is returned in RV(released_key_masked).
+    released is returned in RV(released_key_masked). When the licensing service does not answer the PBX, the
+    release is refused before any write (the reset would clear the key and keep the seat), unless
+    O(force_release=true).
   - O(state=present) ensures that the PBX holds O(license_key) and a seat of it. The key is applied when needed,
     then the binding is confirmed with live licence information. When all seats are taken the module fails
     before any change and returns the manual step in the vendor's licence cabinet (RV(manual_step)).
@@ -92,6 +94,15 @@ options:
         type: list
         elements: str
         default: []
+  force_release:
+    description:
+      - With O(state=absent), clear the key even when the licensing service does not answer the PBX, for a machine
+        that is being decommissioned anyway.
+      - The licensing service is then not told, so the seat of this machine stays held. The task returns a warning
+        and RV(manual_step), the step that frees the seat in the licence cabinet by hand.
+      - When V(false) (the default) such a release fails before any write and names the cause and the fix.
+    type: bool
+    default: false
   previous_host:
     description:
       - Name of the machine this PBX replaces (a migration or a restore onto new hardware). When no seat is free,
@@ -121,9 +132,18 @@ notes:
   - A machine that stores the key without holding a seat (a backup restored onto new hardware) is told apart by
     licence error 2008 for its licence information. O(state=present) re-binds it by resetting the key and applying
     it again, which captures a seat. If the licensing service then refuses the seat, the PBX is left without a key
-    (the reset cannot be undone without a seat); pass O(known_seats) to have the task stop before the reset.
-  - Before resetting a different key (O(replace_key=true)) the module checks with C(license:ping) that the PBX
-    reaches the licensing service, so a key is never given up when the new one could not be applied.
+    (that key held no seat here, and the licensing service stores nothing it refuses) and the task fails saying so,
+    with RV(manual_step); pass O(known_seats) to have the task stop before the reset.
+  - Before any reset the module makes sure the licensing service answers the PBX (the licence information just
+    read, or C(license:ping) before replacing a different key). When it does not, the task fails before any write, as
+    C(license:resetKey) would clear the key locally and leave the seat held in the licence cabinet.
+  - When O(replace_key=true) resets a working key and the licensing service then refuses the new key (a mistyped
+    key, licence error 2026; a full key, 2008), the previous key is applied again once (the reset has just freed its
+    seat) and the task fails naming the refusal and the restored key, masked, with RV(changed=false). If that
+    also fails, the message says that the PBX holds no key, which key it held, and the manual step.
+  - If the answer to C(license:resetKey) or to the key application is lost (for example a timeout), the module
+    re-reads the stored key and reports what the PBX holds (a lost C(resetKey) answer whose key is gone counts as a
+    release, with a warning); it never sends C(license:resetKey) twice.
   - Seats of a machine that is gone can only be freed in the vendor's licence cabinet, which has no published API.
     The module never pretends to do it; it returns RV(manual_step) instead. The cabinet address contains the key
     itself, so it is only given as a template and the page is described by the masked key.
@@ -188,6 +208,8 @@ EXAMPLES = r"""
     license_key: "{{ vault_company_license_key }}"
     fail_on_status: [unbound, key_mismatch, binding_required, unknown]
 
+# If the company key is refused (mistyped: 2026, no free seat: 2008), the foreign key is applied again and
+# the task fails saying so: the PBX is never left without a key by this task.
 - name: Re-bind a PBX restored from another company's backup (replaces the foreign key)
   mikopbx.marketplace.mikopbx_license_binding:
     url: https://pbx-07.example.net
@@ -195,6 +217,19 @@ EXAMPLES = r"""
     state: present
     license_key: "{{ vault_company_license_key }}"
     replace_key: true
+
+- name: Clear the key of a PBX being decommissioned whose licensing access is already cut
+  mikopbx.marketplace.mikopbx_license_binding:
+    url: https://pbx-09.example.net
+    api_key: "{{ vault_pbx09_api_key }}"
+    state: absent
+    force_release: true
+  register: cleared
+
+- name: Free its seat in the licence cabinet by hand (the licensing service was not told)
+  ansible.builtin.debug:
+    msg: "{{ cleared.manual_step.instructions }}"
+  when: cleared.manual_step
 """
 
 RETURN = r"""
@@ -210,6 +245,7 @@ binding_status:
 binding_status_after:
   description:
     - Binding after the task (predicted in check mode). After a bind it is confirmed by live licence info.
+    - After a failed write it describes what a re-read found; V(unknown) when the stored key could not be re-read.
   returned: always
   type: str
   sample: ok
@@ -224,7 +260,9 @@ released_key_masked:
   type: str
   sample: MIKO-*****-*****-*****-7QX2B
 actions:
-  description: Writes performed (or planned in check mode), in order.
+  description:
+    - Writes performed (or planned in check mode), in order. V(restore_previous_key) follows a refused V(apply_key)
+      when the previous key was applied again.
   returned: always
   type: list
   elements: str
@@ -274,7 +312,9 @@ seats:
       elements: dict
 manual_step:
   description:
-    - The step an operator must do by hand in the vendor's licence cabinet when no seat is free; null otherwise.
+    - The step an operator must do by hand in the vendor's licence cabinet when no seat is free, when a release is
+      refused or forced while the licensing service does not answer (the seat of this machine), or when a failed
+      replacement left the PBX without a key; null otherwise.
   returned: always
   type: dict
   sample:
@@ -345,6 +385,7 @@ def argument_spec() -> dict:
         state=dict(type="str", choices=["present", "absent", "verified"], default="present"),
         license_key=dict(type="str", no_log=True),
         replace_key=dict(type="bool", default=False, no_log=False),
+        force_release=dict(type="bool", default=False, no_log=False),
         known_seats=dict(
             type="dict",
             no_log=False,
@@ -392,6 +433,7 @@ def main() -> None:
         previous_host=params["previous_host"],
         on_seat_shortage=params["on_seat_shortage"],
         fail_on_status=params["fail_on_status"],
+        force_release=params["force_release"],
     )
 
     client = client_from_module(module)

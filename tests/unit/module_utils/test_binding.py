@@ -325,6 +325,11 @@ def manager(state: str, check_mode: bool = False, warnings: list | None = None, 
     return BindingManager(client, opts, check_mode=check_mode, warn=sink.append)
 
 
+def stored_keys(fake_http, *keys: str) -> None:
+    """The stored key as successive settings reads see it (the last one repeats)."""
+    fake_http.set("POST", SQL, *[Reply(json=settings_reply(key)) for key in keys])
+
+
 def writes(fake_http) -> list[tuple[str, str]]:
     return [call for call in fake_http.calls() if call in WRITES]
 
@@ -565,13 +570,18 @@ def test_present_seat_shortage_warn_returns_the_manual_step(fake_http):
 
 
 def test_present_binding_required_and_2008_after_reset_says_the_key_is_gone(fake_http):
+    # The key had no seat on this machine; the re-bind is refused, and sending the same key again
+    # would be refused the same way, so no rollback is attempted and the message says so loudly.
     v3_pbx(fake_http, KEY, info_2008(), apply=apply_2008())
+    stored_keys(fake_http, KEY, "")
     with pytest.raises(BindingFailure) as failed:
         manager("present", license_key=KEY).run()
     result = failed.value.result
     assert result["changed"] is True and result["actions"] == [RESET_KEY]
     assert result["binding_status_after"] == UNBOUND and result["license_key_masked"] is None
     assert "now holds no key" in failed.value.msg
+    assert fake_http.count("POST", APPLY) == 1 and fake_http.count("GET", RESET) == 1
+    assert result["manual_step"] is not None
 
 
 def test_present_unknown_refuses_to_guess(fake_http):
@@ -698,3 +708,233 @@ def test_legacy_apply_2008_is_a_seat_shortage(fake_http):
         legacy_manager("present", license_key=KEY, known_seats={"holders": ["pbx-002"]}).run()
     assert failed.value.result["manual_step"]["holders"] == ["pbx-002"]
     assert fake_http.count("POST", L_APPLY) == 1
+
+
+# ------------------------------------------------------------------ C1: release while the licensing service is silent
+#
+# resetKey with the licensing service silent clears the key locally and leaves the seat held in the
+# cabinet: the module refuses before any write unless force_release is set.
+
+RAW_DNS = "0: Could not resolve host: lic.mikopbx.com"
+LICENSING_SILENT = [
+    pytest.param(Reply(422, json=v3_fail([RAW_NO_ANSWER], "getLicenseInfo")), id="no_answer"),
+    pytest.param(Reply(422, json=v3_fail([RAW_DNS], "getLicenseInfo")), id="dns"),
+    pytest.param(Reply(503, json=v3_fail(["503: upstream licensing error"], "getLicenseInfo")), id="upstream"),
+]
+
+
+@pytest.mark.parametrize("info", LICENSING_SILENT)
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_absent_licensing_silent_fails_before_any_write(fake_http, info, check_mode):
+    v3_pbx(fake_http, KEY, info)
+    warnings: list = []
+    with pytest.raises(BindingFailure) as failed:
+        manager("absent", check_mode=check_mode, warnings=warnings, host_name="pbx-003").run()
+    assert writes(fake_http) == []
+    result = failed.value.result
+    assert result["changed"] is False and result["actions"] == [] and result["released_key_masked"] is None
+    assert result["binding_status"] == UNKNOWN and result["license_key_masked"] == "MIKO-*****-*****-*****-DDDDD"
+    msg = failed.value.msg
+    assert "does not answer" in msg and "443" in msg and "Nothing changed" in msg
+    assert "seat held" in msg and "force_release" in msg
+    assert result["manual_step"]["reset_seat_of"] == "pbx-003"
+    assert "pbx-003" in result["manual_step"]["instructions"]
+    assert failed.value.error is not None
+    assert_no_key_in(result)
+
+
+def test_absent_legacy_licensing_silent_fails_before_any_write(fake_http):
+    legacy_pbx(fake_http, KEY, LEGACY_INFO_FAILED)
+    fake_http.add("GET", L_FEATURE, json=LEGACY_FEATURE_DOWN)
+    with pytest.raises(BindingFailure) as failed:
+        legacy_manager("absent").run()
+    assert ("GET", L_RESET) not in fake_http.calls()
+    assert "443" in failed.value.msg and failed.value.result["manual_step"] is not None
+
+
+def test_absent_force_release_clears_the_key_and_says_the_seat_stays_held(fake_http):
+    v3_pbx(fake_http, KEY, LICENSING_SILENT[0].values[0])
+    stored_keys(fake_http, KEY, "")
+    warnings: list = []
+    result = manager("absent", warnings=warnings, force_release=True, host_name="pbx-003").run()
+    assert writes(fake_http) == [("GET", RESET)]
+    assert result["changed"] is True and result["binding_status_after"] == UNBOUND
+    assert result["manual_step"]["reset_seat_of"] == "pbx-003"
+    assert "still held" in result["msg"]
+    assert warnings and "stays held" in warnings[0]
+    assert_no_key_in([result, warnings])
+
+
+def test_absent_force_release_check_mode_sends_nothing_but_warns(fake_http):
+    v3_pbx(fake_http, KEY, LICENSING_SILENT[0].values[0])
+    warnings: list = []
+    result = manager("absent", check_mode=True, warnings=warnings, force_release=True).run()
+    assert writes(fake_http) == []
+    assert result["changed"] is True and result["manual_step"] is not None
+    assert warnings and "stays held" in warnings[0]
+
+
+def test_absent_force_release_is_not_needed_when_the_service_answers(fake_http):
+    v3_pbx(fake_http, KEY, info_ok())
+    warnings: list = []
+    result = manager("absent", warnings=warnings, force_release=True).run()
+    assert writes(fake_http) == [("GET", RESET)]
+    assert result["manual_step"] is None and warnings == []
+
+
+def test_absent_binding_required_still_releases(fake_http):
+    # 2008 proves the licensing service answers; this machine holds no seat to leak.
+    v3_pbx(fake_http, KEY, info_2008())
+    result = manager("absent").run()
+    assert writes(fake_http) == [("GET", RESET)] and result["changed"] is True
+
+
+# ------------------------------------------------------------------ C2: a refused new key is rolled back
+
+RAW_2026 = "2026: License key number is wrong"
+
+
+def apply_2026() -> Reply:
+    return Reply(400, json=v3_fail({"license": [RAW_2026]}, "processUserRequest", http_code=400))
+
+
+def applied_keys(fake_http) -> list[str]:
+    return [r.json["licKey"] for r in fake_http.requests if r.method == "POST" and r.path == APPLY]
+
+
+@pytest.mark.parametrize(
+    ("refusal", "code"),
+    [pytest.param(apply_2026, 2026, id="typo_2026"), pytest.param(apply_2008, 2008, id="full_2008")],
+)
+def test_replace_key_refused_restores_the_previous_key(fake_http, refusal, code):
+    v3_pbx(fake_http, OTHER, apply=refusal())
+    fake_http.add("POST", APPLY, Reply(json=apply_ok(OTHER)))  # the rollback: the previous key is accepted
+    stored_keys(fake_http, OTHER, "", OTHER)
+    with pytest.raises(BindingFailure) as failed:
+        manager("present", license_key=KEY, replace_key=True, host_name="pbx-002").run()
+    assert fake_http.calls() == [
+        ("POST", SQL),
+        ("GET", PING),
+        ("GET", RESET),
+        ("POST", APPLY),
+        ("POST", SQL),
+        ("POST", APPLY),
+        ("POST", SQL),
+    ]
+    assert applied_keys(fake_http) == [KEY, OTHER]
+    result = failed.value.result
+    msg = failed.value.msg
+    assert "new key MIKO-*****-*****-*****-DDDDD" in msg or "key MIKO-*****-*****-*****-DDDDD" in msg
+    assert "previous key MIKO-*****-*****-*****-WWWWW was applied again" in msg
+    assert str(code) in msg
+    assert result["licence_error"]["code"] == code
+    assert result["binding_status_after"] == KEY_MISMATCH
+    assert result["license_key_masked"] == "MIKO-*****-*****-*****-WWWWW"
+    assert result["actions"] == [RESET_KEY, APPLY_KEY, binding.RESTORE_KEY]
+    assert result["changed"] is False and result["released_key_masked"] is None
+    assert failed.value.error.licence_code == code
+    if code == 2008:
+        assert result["manual_step"] is not None
+    assert_no_key_in(result)
+
+
+def test_replace_key_refused_and_rollback_refused_says_the_host_holds_no_key(fake_http):
+    v3_pbx(fake_http, OTHER, apply=apply_2026())
+    fake_http.add("POST", APPLY, apply_2008())  # the previous key's seat was taken meanwhile
+    stored_keys(fake_http, OTHER, "")
+    with pytest.raises(BindingFailure) as failed:
+        manager("present", license_key=KEY, replace_key=True).run()
+    assert applied_keys(fake_http) == [KEY, OTHER]
+    assert fake_http.count("GET", RESET) == 1
+    msg = failed.value.msg
+    assert "ATTENTION" in msg and "now holds no key" in msg and "MIKO-*****-*****-*****-WWWWW" in msg
+    result = failed.value.result
+    assert result["binding_status_after"] == UNBOUND and result["license_key_masked"] is None
+    assert result["changed"] is True and result["manual_step"] is not None
+    assert_no_key_in(result)
+
+
+def test_replace_key_check_mode_sends_no_write(fake_http):
+    v3_pbx(fake_http, OTHER, apply=apply_2026())
+    result = manager("present", check_mode=True, license_key=KEY, replace_key=True).run()
+    assert writes(fake_http) == [] and result["changed"] is True
+
+
+def test_apply_answer_lost_but_key_stored_is_verified_not_rolled_back(fake_http):
+    import requests
+
+    v3_pbx(fake_http, OTHER, info_ok())
+    fake_http.add("POST", APPLY, requests.exceptions.ReadTimeout("read timed out"))
+    stored_keys(fake_http, OTHER, KEY)
+    warnings: list = []
+    result = manager("present", warnings=warnings, license_key=KEY, replace_key=True).run()
+    assert applied_keys(fake_http) == [KEY]
+    assert result["binding_status_after"] == OK
+    assert warnings and "re-read shows the key is stored" in warnings[0]
+
+
+def test_unbound_host_apply_refused_changes_nothing(fake_http):
+    v3_pbx(fake_http, "", apply=apply_2026())
+    stored_keys(fake_http, "")
+    with pytest.raises(BindingFailure) as failed:
+        manager("present", license_key=KEY).run()
+    assert writes(fake_http) == [("POST", APPLY)]
+    assert failed.value.result["changed"] is False
+    assert "2026" in failed.value.msg and "Nothing changed" in failed.value.msg
+
+
+# ------------------------------------------------------------------ M1: resetKey whose answer is lost
+
+
+def test_absent_reset_timeout_key_gone_is_a_release_with_a_warning(fake_http):
+    import requests
+
+    v3_pbx(fake_http, KEY, info_ok())
+    fake_http.set("GET", RESET, requests.exceptions.ReadTimeout("read timed out"))
+    stored_keys(fake_http, KEY, "")
+    warnings: list = []
+    result = manager("absent", warnings=warnings).run()
+    assert fake_http.count("GET", RESET) == 1
+    assert result["changed"] is True and result["binding_status_after"] == UNBOUND
+    assert "timed out" in result["msg"]
+    assert warnings and "release happened" in warnings[0]
+
+
+def test_absent_reset_timeout_key_still_there_changes_nothing(fake_http):
+    import requests
+
+    v3_pbx(fake_http, KEY, info_ok())
+    fake_http.set("GET", RESET, requests.exceptions.ReadTimeout("read timed out"))
+    stored_keys(fake_http, KEY, KEY)
+    with pytest.raises(BindingFailure) as failed:
+        manager("absent").run()
+    assert fake_http.count("GET", RESET) == 1
+    result = failed.value.result
+    assert result["changed"] is False and result["released_key_masked"] is None
+    assert "still holds key MIKO-*****-*****-*****-DDDDD" in failed.value.msg
+    assert "safe to run this task again" in failed.value.msg
+    assert failed.value.error.classification == "timeout"
+
+
+def test_absent_reset_timeout_and_reread_fails_says_the_state_is_unknown(fake_http):
+    import requests
+
+    v3_pbx(fake_http, KEY, info_ok())
+    fake_http.set("GET", RESET, requests.exceptions.ReadTimeout("read timed out"))
+    fake_http.set("POST", SQL, Reply(json=settings_reply(KEY)), requests.exceptions.ConnectionError("refused"))
+    with pytest.raises(BindingFailure) as failed:
+        manager("absent").run()
+    assert fake_http.count("GET", RESET) == 1
+    assert failed.value.result["binding_status_after"] == UNKNOWN
+    assert "state=verified" in failed.value.msg
+
+
+def test_present_rebind_reset_timeout_key_gone_goes_on_with_the_apply(fake_http):
+    import requests
+
+    v3_pbx(fake_http, KEY, info_2008(), info_ok(), apply=apply_ok())
+    fake_http.set("GET", RESET, requests.exceptions.ReadTimeout("read timed out"))
+    stored_keys(fake_http, KEY, "")
+    result = manager("present", license_key=KEY).run()
+    assert fake_http.count("GET", RESET) == 1 and applied_keys(fake_http) == [KEY]
+    assert result["binding_status_after"] == OK

@@ -188,6 +188,7 @@ def test_argspec_agrees_with_documentation():
     # Names containing "key" are explicit about logging; only the licence key itself is secret.
     assert spec["license_key"]["no_log"] is True
     assert spec["replace_key"]["no_log"] is False and spec["known_seats"]["no_log"] is False
+    assert spec["force_release"]["no_log"] is False
 
 
 def test_present_requires_license_key(fake_http, capsys):
@@ -417,4 +418,57 @@ def test_verified_fail_on_status(world, fake_http, capsys):
     )
     assert failed and result["binding_status"] == "binding_required"
     assert writes(fake_http) == []
+    assert_no_secret(out)
+
+
+# ------------------------------------------------------------------------------ safety: no lost key, no leaked seat
+
+NO_ANSWER = envelope(False, messages=["0: No answer from the local licence service"])
+
+
+def test_release_refused_while_the_licensing_service_is_silent(world, fake_http, capsys):
+    world.stored = KEY
+    world.licensing.seats[KEY][world.machine] = "self"
+    fake_http.set("GET", INFO, status=422, json=NO_ANSWER)
+    for check_mode in (False, True):
+        result, failed, out = run({"state": "absent"}, check_mode=check_mode, capsys=capsys)
+        assert failed and result["changed"] is False and result["binding_status"] == "unknown"
+        assert "443" in result["msg"] and result["manual_step"]["instructions"]
+        assert_no_secret(out)
+    assert writes(fake_http) == [] and world.stored == KEY
+    assert world.machine in world.licensing.seats[KEY]
+
+
+def test_force_release_clears_the_key_warns_and_returns_the_cabinet_step(world, fake_http, capsys):
+    world.stored = KEY
+    world.licensing.seats[KEY][world.machine] = "self"
+    fake_http.set("GET", INFO, status=422, json=NO_ANSWER)
+
+    def reset_without_licensing(request) -> dict:  # the seat stays held: the licensing service is silent
+        world.stored = ""
+        return {"json": envelope(True, function="resetKey")}
+
+    fake_http.set("GET", RESET, reset_without_licensing)
+    result, failed, out = run({"state": "absent", "force_release": True}, capsys=capsys)
+    assert not failed and result["changed"] is True and world.stored == ""
+    assert result["manual_step"] and "stays held" in " ".join(warning_text(w) for w in result["warnings"])
+    assert_no_secret(out)
+
+
+@pytest.mark.parametrize("case", ["typo_2026", "full_2008"])
+def test_replace_key_refused_leaves_the_previous_key_and_its_seat(world, fake_http, capsys, case):
+    world.stored = FOREIGN
+    world.licensing.seats[FOREIGN][world.machine] = "self"
+    new_key = KEY
+    if case == "typo_2026":
+        new_key = "MIKO-QQQQQ-QQQQQ-QQQQQ-QQQQQ"
+    else:
+        world.licensing.company(KEY, count=3, holders=3)
+    result, failed, out = run({"state": "present", "license_key": new_key, "replace_key": True}, capsys=capsys)
+    assert failed and result["changed"] is False
+    assert world.stored == FOREIGN and world.machine in world.licensing.seats[FOREIGN]
+    assert result["license_key_masked"] == FOREIGN_MASKED and FOREIGN_MASKED in result["msg"]
+    assert result["error"]["licence_code"] == (2026 if case == "typo_2026" else 2008)
+    assert writes(fake_http) == [RESET, APPLY, APPLY]
+    assert new_key not in out
     assert_no_secret(out)
