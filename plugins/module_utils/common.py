@@ -6,8 +6,10 @@ the module, failing with a useful message, and masking secrets in anything retur
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
+from urllib.parse import unquote, urlsplit
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
@@ -60,6 +62,7 @@ def client_from_module(module: Any) -> MikoPBXClient:
     if not HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
 
+    check_connection_options(module)
     params = module.params
     for name in ("api_key", "password"):
         if params.get(name):
@@ -83,6 +86,195 @@ def client_from_module(module: Any) -> MikoPBXClient:
     for secret in client.secrets:
         module.no_log_values.add(secret)
     return client
+
+
+class ConnectionOptionError(ValueError):
+    """A connection option that cannot work; found locally, before any request."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
+
+
+def check_connection_options(module: Any) -> None:
+    """Fail the module when a connection option cannot work, before anything is sent to the PBX.
+
+    Call it right after ``AnsibleModule(...)`` (``client_from_module`` calls it too): a password
+    written into ``url`` is registered in ``module.no_log_values`` here, so that no later message,
+    including Ansible's echo of the module arguments, shows it.
+    """
+    params = module.params
+    url = params.get("url")
+    credentials = url_credentials(url)
+    if len(credentials) > 1:  # user:password@ - mask it in every output of this run, the argument echo too
+        for secret in credentials:
+            module.no_log_values.add(secret)
+    try:
+        validate_url(url)
+        validate_transport_options(params)
+        validate_credentials(params)
+    except ConnectionOptionError as err:
+        where = safe_url(url) or "(no url)"
+        module.fail_json(
+            msg="MikoPBX %s: invalid connection options: %s; Fix: %s (nothing was sent to the PBX)"
+            % (where, err.problem, err.fix),
+            changed=False,
+            error=dict(
+                classification="invalid_input",
+                message=err.problem,
+                hint=err.fix,
+                status=None,
+                licence_code=None,
+                pbx_message=None,
+                method=None,
+                path=None,
+                url=safe_url(url),
+            ),
+        )
+
+
+def url_credentials(url: Any) -> list[str]:
+    """The user information written into ``url``: ``[user]`` for ``user@``; for ``user:password@`` the whole
+    user information and the password, each as written and percent-decoded. ``[]`` without any."""
+    text = str(url or "").strip()
+    authority = text.split("://", 1)[1] if "://" in text else text
+    if "@" not in authority:
+        return []
+    userinfo = authority.rsplit("@", 1)[0]
+    if ":" not in userinfo:
+        return [userinfo]  # a user name alone: refused, but nothing secret to mask
+    parts = [userinfo, userinfo.split(":", 1)[1]]
+    found = []
+    for part in parts:
+        for value in (part, unquote(part)):
+            if value and value not in found:
+                found.append(value)
+    return found
+
+
+def safe_url(url: Any) -> str | None:
+    """``scheme://host[:port]`` of ``url`` without user information, path or query; None when unusable."""
+    text = str(url or "").strip()
+    if not text:
+        return None
+    if "://" not in text:
+        text = "https://" + text
+    scheme, rest = text.split("://", 1)
+    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if "@" in rest:
+        authority = rest.rsplit("@", 1)[1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if not authority:
+        return None
+    return "%s://%s" % (scheme.lower(), authority)
+
+
+def validate_url(url: Any) -> str:
+    """The PBX base URL (``scheme://host[:port]``); raises :class:`ConnectionOptionError`.
+
+    A URL without a scheme is taken as ``https://``, as the client does. Nothing of the given value
+    that could be a secret (user information, query) is repeated in a message.
+    """
+    example = "https://pbx.example.net or https://192.0.2.10:8443"
+    text = str(url or "").strip()
+    if not text:
+        raise ConnectionOptionError(
+            "url is empty", "set url (or MIKOPBX_URL) to the base URL of the PBX web interface, e.g. %s" % example
+        )
+    if url_credentials(text):
+        raise ConnectionOptionError(
+            "url contains a user name or password (user:password@host); credentials in the URL are not used and "
+            "would be shown in logs",
+            "remove them from url and give them as the username and password options (or use api_key)",
+        )
+    if "://" not in text:
+        text = "https://" + text
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        raise ConnectionOptionError(
+            "url has the scheme %r, which is not supported" % scheme[:20],
+            "start url with https:// (MikoPBX serves its web interface and API over HTTPS), e.g. %s" % example,
+        )
+    if not parts.hostname:
+        raise ConnectionOptionError("url has no host name", "give the PBX base URL, e.g. %s" % example)
+    try:
+        port = parts.port  # urlsplit checks the port only when it is read
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise ConnectionOptionError(
+            "url has an invalid port (it must be a number from 1 to 65535)", "give the PBX base URL, e.g. %s" % example
+        )
+    if parts.query or parts.fragment:
+        raise ConnectionOptionError(
+            "url has a query string or fragment (?... or #...)",
+            "give only the PBX base URL, e.g. %s" % example,
+        )
+    if parts.path not in ("", "/"):
+        raise ConnectionOptionError(
+            "url has the path %r; the modules need the base URL of the PBX, not a page of it" % parts.path[:60],
+            "remove the path and give the PBX base URL, e.g. %s://%s" % (scheme, parts.netloc),
+        )
+    return "%s://%s" % (scheme, parts.netloc)
+
+
+def validate_transport_options(params: Mapping[str, Any]) -> None:
+    """``timeout``, ``retries`` and ``ca_path``; raises :class:`ConnectionOptionError`."""
+    timeout = params.get("timeout")
+    if timeout is not None and timeout < 1:
+        raise ConnectionOptionError(
+            "timeout is %s; it is the number of seconds to wait for each answer of the PBX and must be at least 1"
+            % timeout,
+            "set timeout to a positive number of seconds, or leave it out (default 40)",
+        )
+    retries = params.get("retries")
+    if retries is not None and retries < 0:
+        raise ConnectionOptionError(
+            "retries is %s; it counts repeated attempts and cannot be negative" % retries,
+            "set retries to 0 (never repeat) or more, or leave it out (default 3)",
+        )
+    ca_path = params.get("ca_path")
+    if ca_path is not None:
+        if not str(ca_path).strip():
+            raise ConnectionOptionError(
+                "ca_path is empty", "give the CA bundle or certificate file of the PBX, or leave ca_path out"
+            )
+        if not os.path.exists(ca_path):
+            raise ConnectionOptionError(
+                "ca_path %s does not exist on the controller" % ca_path,
+                "give the path of an existing CA bundle or certificate file (or a directory of CA certificates) "
+                "on the Ansible controller, where the modules run",
+            )
+        if not os.access(ca_path, os.R_OK):
+            raise ConnectionOptionError(
+                "ca_path %s cannot be read by the user running Ansible" % ca_path,
+                "make the file readable for that user, or copy it somewhere readable",
+            )
+
+
+def validate_credentials(params: Mapping[str, Any]) -> None:
+    """Empty credentials given explicitly; raises :class:`ConnectionOptionError`."""
+    api_key = params.get("api_key")
+    username = params.get("username")
+    password = params.get("password")
+    if api_key is not None and not str(api_key).strip() and not username:
+        raise ConnectionOptionError(
+            "api_key is empty",
+            "give the PBX's REST API key in api_key (or MIKOPBX_API_KEY), or use username and password",
+        )
+    if api_key:
+        return
+    if username is not None and not str(username).strip():
+        raise ConnectionOptionError(
+            "username is empty", "give the web administrator login in username (or MIKOPBX_USERNAME), or use api_key"
+        )
+    if username and password is not None and password == "":
+        raise ConnectionOptionError(
+            "password is empty for username %r" % username,
+            "give the password of that user in password (or MIKOPBX_PASSWORD); check that the variable it comes "
+            "from is set",
+        )
 
 
 def _module_secrets(module: Any, client: MikoPBXClient | None) -> set[str]:

@@ -139,7 +139,8 @@ def build_probe_command(
     """
     names = validate_hosts(hosts)
     port_number = _validate_int(port, "port", 1, 65535)
-    seconds = _validate_int(timeout, "timeout", 1, MAX_TIMEOUT)
+    # Named as the module option: the connection option "timeout" is a different setting.
+    seconds = _validate_int(timeout, "probe_timeout", 1, MAX_TIMEOUT)
     args = ["sh", "-c", PROBE_SCRIPT, PROBE_MARKER, str(port_number), str(seconds)] + names
     return " ".join(shlex.quote(arg) for arg in args), names, port_number, seconds
 
@@ -289,7 +290,7 @@ def summarise(host_results: list[dict[str, Any]], license_ping: dict[str, Any] |
             return False, "nothing was checked"
         if ping_failed:
             return False, "the PBX's licence ping failed: %s" % license_ping.get("detail")
-        return True, "the PBX's licence ping succeeded (no per-host probe)"
+        return True, "the PBX's licence ping succeeded"
     if failed:
         parts = ["%s: %s stage failed" % (i["host"], i["failed_stage"]) for i in failed]
         text = "the PBX cannot reach every licensing host (%s)" % "; ".join(parts)

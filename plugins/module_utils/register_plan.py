@@ -95,6 +95,13 @@ def desired_from_params(params: dict[str, Any]) -> DesiredRegistration:
     """Validate the module parameters; raises :class:`RegisterInputError` before any request."""
     desired = DesiredRegistration(force=bool(params.get("force")))
 
+    if params.get("coupon") is not None and params.get("license_key") is None:
+        raise RegisterInputError(
+            "coupon needs license_key: a coupon upgrades a licence key and is activated together with it",
+            hint="give the company licence key in license_key as well (a trial registration takes no coupon); "
+            "nothing was sent",
+        )
+
     if params.get("license_key") is not None:
         desired.license_key = licence.validate_license_key(params["license_key"])
     if params.get("coupon") is not None:

@@ -71,6 +71,11 @@ options:
       - For every module disabled for lack of a licence, try once to bring it back. When the marketplace
         describes the module's licence feature and product (C(lic_feature_id), C(lic_product_id) from
         C(getModuleInfo)), ask the PBX to capture that feature, then enable the module.
+      - B(This can start a trial.) MikoPBX handles the capture request by trying to capture the feature and, when
+        that fails (no paid licence for the product, or no free seat of it), by adding the product's one-time
+        trial to the company licence and capturing the feature from the trial. A module brought back this way
+        works only until the trial ends, and the company cannot get that trial again. Check the products with
+        M(mikopbx.marketplace.mikopbx_license_info) before and after; see the notes.
       - Exactly one attempt per module and run, never in check mode, never repeated in a loop. When the licence
         is still unavailable the module is left as it is and RV(remediation) says why.
       - Modules disabled by a user, by an exception or by a crash loop are never touched.
@@ -108,9 +113,14 @@ notes:
   - On MikoPBX 2026.1 a module switched off by a user has an empty reason; it is reported as V(user).
   - The marketplace check can take up to the PBX's own limit (three tries of 15 seconds on the PBX side); when
     the PBX's API worker gives up first, the marketplace is reported as V(unreachable).
-  - Remediation can only succeed when the company's licence has a free feature for the module (for example
-    after a licence renewal or after a seat was freed in the licence cabinet). It does not buy or extend
-    licences.
+  - Remediation succeeds when the company's licence has a free feature for the module (for example after a
+    licence renewal or after a seat was freed in the licence cabinet), B(or) when MikoPBX can start the product's
+    one-time trial; the PBX's capture request adds that trial by itself when no paid licence is available. It
+    does not buy or extend licences.
+  - Whether a capture started a trial is not reported per module. The licence information names products but
+    not their ids, so a module cannot be matched to its product reliably, and the PBX caches the licence
+    information for 120 seconds, so a read right after the capture may not show the new trial yet. Read
+    RV(mikopbx.marketplace.mikopbx_license_info#module:products[].trial) a few minutes after remediation.
 seealso:
   - module: mikopbx.marketplace.mikopbx_license_info
   - module: mikopbx.marketplace.mikopbx_reachability
@@ -256,6 +266,8 @@ remediation:
     - One entry per licence-disabled module when O(remediate=true), else an empty list.
     - C(result) is V(enabled), V(licence_unavailable) (the licence is still not available; nothing else was
       tried), V(failed) (the PBX refused for another reason) or V(skipped_check_mode).
+    - C(captured) is V(true) when the PBX captured the module's licence feature. MikoPBX may have started the
+      product's one-time trial to do so (see O(remediate)); C(message) then says so.
   returned: success
   type: list
   elements: dict
@@ -316,6 +328,13 @@ except ImportError:
     jmespath = None
     HAS_JMESPATH = False
     JMESPATH_IMPORT_ERROR = traceback.format_exc()
+
+# captureFeatureForProductId adds the product's trial when the capture fails, so every successful
+# capture may have used up the company's one trial of that product.
+TRIAL_NOTE = (
+    "if the company had no paid licence for it, MikoPBX started the product's one-time trial: check the products "
+    "with mikopbx_license_info"
+)
 
 # HTTP statuses of the PBX that mean "the PBX itself refused", not "the marketplace failed".
 _PBX_REFUSALS = (401, 403)
@@ -416,7 +435,8 @@ class ModuleChecker:
                         "attempted": False,
                         "captured": False,
                         "result": "skipped_check_mode",
-                        "message": "check mode: would try once to capture the licence feature and enable the module",
+                        "message": "check mode: would try once to capture the licence feature and enable the "
+                        "module; without a paid licence MikoPBX would start the product's one-time trial for it",
                     }
                 )
                 continue
@@ -462,7 +482,9 @@ class ModuleChecker:
         enable = self.client.call("modules.enable", path_id=uniqid, allow_failure=True)
         if enable.ok:
             entry["result"] = "enabled"
-            entry["message"] = "enabled%s" % (" after capturing its licence feature" if entry["captured"] else "")
+            entry["message"] = "enabled%s" % (
+                " after capturing its licence feature (%s)" % TRIAL_NOTE if entry["captured"] else ""
+            )
             return entry, True
 
         text = enable.error_text() or enable.all_text()
@@ -474,6 +496,8 @@ class ModuleChecker:
         else:
             entry["result"] = "failed"
             entry["message"] = "the PBX did not enable the module%s" % ((": " + text) if text else "")
+        if entry["captured"]:
+            entry["message"] += "; its licence feature was captured (%s)" % TRIAL_NOTE
         # A captured feature is a change even when enabling failed.
         return entry, entry["captured"]
 
@@ -557,6 +581,18 @@ class ModuleChecker:
         done = [e["uniqid"] for e in result["remediation"] if e["result"] == "enabled"]
         if done:
             text += "; re-enabled: %s" % ", ".join(done)
+        captured = [e["uniqid"] for e in result["remediation"] if e.get("captured")]
+        if captured:
+            text += (
+                "; licence feature captured for %s (MikoPBX starts a product's one-time trial when no paid "
+                "licence is available)" % ", ".join(captured)
+            )
+        planned = [e["uniqid"] for e in result["remediation"] if e["result"] == "skipped_check_mode"]
+        if planned:
+            text += (
+                "; check mode: would try to bring back %s (capturing the licence feature may start the "
+                "product's one-time trial)" % ", ".join(planned)
+            )
         if result["marketplace"]["status"] not in ("ok", "skipped"):
             text += "; marketplace %s" % result["marketplace"]["status"]
         return text
@@ -583,6 +619,7 @@ def main() -> None:
         supports_check_mode=True,
         **common.connection_module_kwargs(),
     )
+    common.check_connection_options(module)
 
     # Everything that can be checked locally is checked before the first request.
     if module.params["query"]:

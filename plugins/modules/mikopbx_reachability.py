@@ -330,6 +330,7 @@ def main() -> None:
         supports_check_mode=True,
         **common.connection_module_kwargs(),
     )
+    common.check_connection_options(module)
 
     # Host names, port and timeout are validated before anything is sent to the PBX.
     try:

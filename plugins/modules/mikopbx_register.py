@@ -55,7 +55,7 @@ options:
   coupon:
     description:
       - An upgrade coupon (C(MIKOUPD-) followed by four groups of five letters or digits) activated together
-        with O(license_key).
+        with O(license_key). Requires O(license_key); a trial registration takes no coupon.
       - It is sent together with the key when the key is applied or replaced. When the PBX already holds
         the key, the coupon is only activated with O(force=true), because MikoPBX cannot tell whether a
         coupon was activated before. See the notes.
@@ -111,6 +111,11 @@ notes:
   - Replacing a key with O(force=true) does not release the seat that this machine held under the old key; release
     it first with M(mikopbx.marketplace.mikopbx_license_binding)
     (O(mikopbx.marketplace.mikopbx_license_binding#module:state=absent)) or in the licence cabinet.
+  - Only the key string stored on the PBX is compared; whether the licensing service holds a seat for this
+    machine under that key is not checked. A PBX restored from a backup onto new hardware stores the key but holds
+    no seat, and this module reports it as registered with V(action=none). Follow this module with
+    M(mikopbx.marketplace.mikopbx_license_binding) (O(mikopbx.marketplace.mikopbx_license_binding#module:state=present)
+    to take the seat, or V(verified) to only check it) to verify the seat.
   - Trial registration fields are sent as form data to 2024.1 (it ignores JSON bodies) and as JSON to 2026.1.
     MikoPBX 2026.1 trims text values and converts numeric strings to integers, so a phone or tax number with a
     leading C(+) or C(0) loses that character there.
@@ -199,7 +204,11 @@ license_key:
   type: str
   sample: MIKO-AAAAA-BBBBB-CCCCC-DDDDD
 coupon_applied:
-  description: Whether a coupon was activated by this task.
+  description:
+    - Whether a coupon was activated by this task.
+    - V(null) when that is unknown, because the request carrying the key and the coupon timed out and the
+      key was found stored afterwards; the task then also warns. A later forced activation of a coupon that was
+      activated fails with licence code 2041.
   returned: always
   type: bool
   sample: false
@@ -319,7 +328,7 @@ class Registrar:
             stored_after, coupon_applied = self.apply_key(plan)
         return self.result(plan, stored_after=stored_after, coupon_applied=coupon_applied, checked=False)
 
-    def apply_key(self, plan: register_plan.RegisterPlan) -> tuple[str, bool]:
+    def apply_key(self, plan: register_plan.RegisterPlan) -> tuple[str, bool | None]:
         """processUserRequest with licKey (+coupon); a timed-out attempt is re-read, then repeated once."""
         body = plan.body or {}
         for attempt in (1, 2):
@@ -339,6 +348,7 @@ class Registrar:
                             "the registration request timed out after the key was stored; whether the coupon was "
                             "activated is unknown (a later forced activation fails with 2041 if it was)"
                         )
+                        return stored, None
                     return stored, False
                 if attempt == 2:
                     raise
@@ -416,7 +426,7 @@ class Registrar:
     # --- results --------------------------------------------------------------------------------
 
     def result(
-        self, plan: register_plan.RegisterPlan, *, stored_after: str, coupon_applied: bool, checked: bool
+        self, plan: register_plan.RegisterPlan, *, stored_after: str, coupon_applied: bool | None, checked: bool
     ) -> dict[str, Any]:
         msg = plan.msg
         if self.module.check_mode and plan.changed:
@@ -540,10 +550,13 @@ def main() -> None:
         argument_spec=argument_spec(),
         supports_check_mode=True,
         mutually_exclusive=[["license_key", option] for option in TRIAL_OPTIONS],
-        required_one_of=connection["required_one_of"] + [["license_key", "company_name"]],
+        # license_key/company_name and coupon -> license_key are checked by desired_from_params, whose
+        # messages name the missing option (Ansible's generic checks would run first and say less).
+        required_one_of=connection["required_one_of"],
         required_together=connection["required_together"] + [["company_name", "email", "contact_name"]],
-        required_by={"coupon": "license_key", "phone": "company_name", "tax_id": "company_name"},
+        required_by={"phone": "company_name", "tax_id": "company_name"},
     )
+    common.check_connection_options(module)
 
     # Everything that can be checked locally is checked before the first request.
     if module.params["reveal_license_key"] and not module.no_log:

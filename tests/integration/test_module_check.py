@@ -166,9 +166,11 @@ def test_fc12_reasons_remediation_and_check_mode(start_fleet, run_playbook, gene
             "attempted": False,
             "captured": False,
             "result": "skipped_check_mode",
-            "message": "check mode: would try once to capture the licence feature and enable the module",
+            "message": "check mode: would try once to capture the licence feature and enable the module; without "
+            "a paid licence MikoPBX would start the product's one-time trial for it",
         }
     ]
+    assert "may start the product's one-time trial" in result["msg"]
     assert writes(log(fleet, host)) == []
     assert by_id(result)["ModuleUsersUI"]["enabled"] is False
 
@@ -206,6 +208,7 @@ def test_fc12_reasons_remediation_and_check_mode(start_fleet, run_playbook, gene
     assert result["diff"]["after"]["modules"] == {"ModuleUsersUI": {"enabled": True, "disable_reason": None}}
     [entry] = result["remediation"]
     assert entry["result"] == "enabled" and entry["captured"] is True
+    assert "one-time trial" in entry["message"] and "one-time trial" in result["msg"]
     assert by_id(result)["ModuleUsersUI"]["enabled"] is True
     assert result["licence_problems"] == []
     entries = log(fleet, host)

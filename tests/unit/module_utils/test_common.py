@@ -163,3 +163,84 @@ def test_mask_text_cookies_and_coupons():
     masked = mask_text(text)
     assert "abc123" not in masked and "zzz" not in masked
     assert "MIKOUPD-*****-*****-*****-EEEEE" in masked
+
+
+# ------------------------------------------------------------------ local checks of the connection options
+
+
+def checked(capsys, args: dict[str, Any]) -> dict[str, Any]:
+    """Run check_connection_options through client_from_module and return the failure."""
+    module = make_module(args)
+    with patch_module_args(args):
+        return run_failing(capsys, lambda: common.client_from_module(module))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://admin:%s@pbx.example.net:8443/" % PASSWORD,
+        "admin:%s@pbx.example.net" % PASSWORD,
+        "https://admin:Sup3r%%2FS3cret@pbx.example.net",
+        "https://admin:Sup3r/S3cret@pbx.example.net/",
+        "https://admin@pbx.example.net",
+    ],
+    ids=["https", "no-scheme", "percent-encoded", "slash-in-password", "user-only"],
+)
+def test_url_with_a_password_is_refused_without_showing_it(fake_http, capsys, url):
+    result = checked(capsys, {"url": url, "username": "admin", "password": "other-password"})
+
+    out = json.dumps(result)
+    assert result["failed"] and fake_http.requests == []
+    assert "Sup3r" not in out and "S3cret" not in out
+    assert "user name or password" in result["msg"] and "username and password options" in result["msg"]
+    assert "pbx.example.net" in result["msg"]
+    assert result["error"]["classification"] == "invalid_input"
+    assert "Sup3r" not in result["invocation"]["module_args"]["url"]
+
+
+@pytest.mark.parametrize(
+    "args, problem, fix",
+    [
+        ({"url": ""}, "url is empty", "MIKOPBX_URL"),
+        ({"url": "   "}, "url is empty", "base URL"),
+        ({"url": "ftp://pbx.example.net"}, "scheme 'ftp'", "https://"),
+        ({"url": "https://pbx.example.net/admin-cabinet/"}, "path '/admin-cabinet/'", "https://pbx.example.net"),
+        ({"url": "https://pbx.example.net?x=1"}, "query string", "base URL"),
+        ({"url": "https://pbx.example.net:99999"}, "invalid port", "base URL"),
+        ({"url": "https://"}, "no host name", "base URL"),
+        ({"timeout": 0}, "timeout is 0", "positive number of seconds"),
+        ({"retries": -1}, "retries is -1", "cannot be negative"),
+        ({"ca_path": "/nonexistent/pbx-ca.pem"}, "ca_path /nonexistent/pbx-ca.pem does not exist", "controller"),
+    ],
+    ids=["empty", "blank", "scheme", "path", "query", "port", "no-host", "timeout", "retries", "ca_path"],
+)
+def test_unusable_connection_options_fail_before_any_request(fake_http, capsys, args, problem, fix):
+    full = {"url": "https://pbx.example.net", "api_key": API_KEY}
+    full.update(args)
+
+    result = checked(capsys, full)
+
+    assert result["failed"] and fake_http.requests == []
+    assert problem in result["msg"] and fix in result["msg"]
+    assert "nothing was sent to the PBX" in result["msg"]
+    assert not result["msg"].startswith("MikoPBX the PBX")
+    assert result["error"]["classification"] == "invalid_input"
+    assert API_KEY not in json.dumps(result)
+
+
+def test_empty_password_is_named(fake_http, capsys):
+    result = checked(capsys, {"url": "https://pbx.example.net", "username": "admin", "password": ""})
+
+    assert "password is empty for username 'admin'" in result["msg"]
+    assert "no credentials" not in result["msg"] and fake_http.requests == []
+
+
+@pytest.mark.parametrize(
+    "url", ["https://pbx.example.net", "https://pbx.example.net:8443/", "pbx.example.net", "http://192.0.2.10"]
+)
+def test_base_urls_are_accepted(url, tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked here")
+    module = make_module({"url": url, "api_key": API_KEY, "ca_path": str(ca), "timeout": 1, "retries": 0})
+    client = common.client_from_module(module)
+    assert client.verify == str(ca) and client.retries == 0

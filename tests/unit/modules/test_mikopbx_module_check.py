@@ -368,8 +368,11 @@ def test_remediation_captures_and_enables_once_then_rereads(fake_http, capsys):
         "attempted": True,
         "captured": True,
         "result": "enabled",
-        "message": "enabled after capturing its licence feature",
+        "message": "enabled after capturing its licence feature (if the company had no paid licence for it, "
+        "MikoPBX started the product's one-time trial: check the products with mikopbx_license_info)",
     }
+    # captureFeatureForProductId adds the product's trial when no paid licence is available: say so.
+    assert "one-time trial" in result["msg"] and "ModuleUsersUI" in result["msg"]
     assert by_id(result)["ModuleUsersUI"]["enabled"] is True
     assert result["licence_problems"] == []
     capture = [r for r in fake_http.requests if r.path == CAPTURE_V3][0]
@@ -437,6 +440,9 @@ def test_remediation_in_check_mode_sends_no_write(fake_http, capsys):
     assert result["changed"] is True
     [entry] = result["remediation"]
     assert entry["attempted"] is False and entry["result"] == "skipped_check_mode"
+    # The capture may start the product's one-time trial: check mode warns before it happens.
+    assert "one-time trial" in entry["message"]
+    assert "check mode: would try to bring back ModuleUsersUI" in result["msg"] and "trial" in result["msg"]
     assert fake_http.calls() == [("POST", SQL), ("GET", MARKET_V3)]
 
 

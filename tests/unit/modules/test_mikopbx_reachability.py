@@ -207,6 +207,16 @@ def test_missing_probe_lines_are_reported_per_host(fake_http, capsys):
     assert result["reachable"] is False
 
 
+def test_legacy_ping_success_message_says_it_once(fake_http, capsys):
+    legacy_login(fake_http)
+    fake_http.set("GET", PING_LEGACY, B.Reply(200, json=B.legacy_ok([])))
+
+    result, _warnings = run(capsys, legacy_args())
+
+    assert result["reachable"] is True and result["method"] == "license_ping_only"
+    assert result["msg"] == "the PBX's licence ping succeeded (licence ping only: no per-host probe)"
+
+
 def legacy_login(fake_http: Any) -> None:
     reply = B.Reply(200, json={"success": True, "message": []}, cookies={"PHPSESSID": "sessid-legacy"})
     fake_http.set("POST", LEGACY_LOGIN, reply)
@@ -224,6 +234,7 @@ def test_legacy_is_license_ping_only(fake_http, capsys):
     assert result["reachable"] is False
     assert result["first_failure"]["stage"] == "license_ping"
     assert "licence ping only" in result["msg"]
+    assert result["msg"].count("no per-host probe") == 1, result["msg"]
     assert "mikopbx-probe-v1" in result["probe_command"]
     assert fake_http.calls() == [("POST", LEGACY_LOGIN), ("GET", PING_LEGACY)]
 
@@ -246,7 +257,8 @@ def test_legacy_worker_timeout_on_ping_is_a_failed_ping(fake_http, capsys):
         ({"hosts": ["https://lic.mikopbx.com"]}, "DNS name"),
         ({"hosts": ["-oProxyCommand=x"]}, "DNS name"),
         ({"port": 0}, "port"),
-        ({"probe_timeout": 25}, "timeout"),
+        ({"probe_timeout": 25}, "probe_timeout must be between 1 and 20, got 25"),
+        ({"probe_timeout": 0}, "probe_timeout must be between 1 and 20, got 0"),
         ({"hosts": []}, "at least one"),
     ],
 )

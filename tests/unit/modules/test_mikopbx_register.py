@@ -618,6 +618,28 @@ def test_timed_out_key_write_that_did_not_land_is_repeated_once_after_a_read(fak
     ]
 
 
+def test_timed_out_key_and_coupon_write_reports_the_coupon_as_unknown(fake_http, capsys):
+    stored_v3(fake_http, "", KEY)
+    fake_http.set("POST", PROCESS_V3, worker_timeout())
+
+    result, out = run(capsys, v3_args(license_key=KEY, coupon=COUPON))
+
+    assert result["changed"] is True and result["action"] == "applied_key"
+    assert result["coupon_applied"] is None  # unknown, not "not activated"
+    assert "whether the coupon was activated is unknown" in warnings_text(result)
+    assert len(writes(fake_http)) == 1
+    assert_no_secret(out, KEY, COUPON)
+
+
+def test_coupon_without_license_key_names_the_missing_key(fake_http, capsys):
+    result = run(capsys, v3_args(coupon=COUPON))[0]
+
+    assert result["failed"] is True
+    assert "coupon needs license_key" in result["msg"]
+    assert "one of the following" not in result["msg"]
+    assert fake_http.requests == []
+
+
 def test_key_write_timing_out_twice_fails_as_timeout(fake_http, capsys):
     stored_v3(fake_http, "")
     fake_http.set("POST", PROCESS_V3, worker_timeout())
@@ -740,11 +762,15 @@ def test_sanitiser_warning_only_on_v3():
     "tls, expected",
     [
         ({"validate_certs": False}, False),
-        ({"validate_certs": True, "ca_path": "/etc/pki/pbx-ca.pem"}, "/etc/pki/pbx-ca.pem"),
+        ({"validate_certs": True, "ca_path": "pbx-ca.pem"}, "pbx-ca.pem"),
     ],
     ids=["validate_certs-false", "ca_path"],
 )
-def test_fc19_every_request_uses_the_tls_options(fake_http, capsys, tls, expected):
+def test_fc19_every_request_uses_the_tls_options(fake_http, capsys, tmp_path, tls, expected):
+    if "ca_path" in tls:  # ca_path must exist: it is checked before any request
+        (tmp_path / tls["ca_path"]).write_text("PEM")
+        tls = dict(tls, ca_path=str(tmp_path / tls["ca_path"]))
+        expected = tls["ca_path"]
     legacy_pbx(fake_http, "", KEY)
     fake_http.set("POST", PROCESS_LEGACY, B.Reply(200, json=B.legacy_ok({"PBXLicense": KEY})))
     args = legacy_args(license_key=KEY)
