@@ -47,5 +47,15 @@ if [[ "${rc}" -ne 0 ]]; then
 fi
 shopt -s nullglob
 parts=("${findings%.txt}"-*.txt)
-if ((${#parts[@]})); then cat "${parts[@]}" >"${findings}"; else rm -f "${findings}"; fi
+if ((${#parts[@]})); then
+    {
+        echo "# ansible-test sanity findings, written by \`make sanity\` (refreshed on every run)."
+        echo "# Frequent ones: pylint disallowed-name \"_\": ansible-test's pylint bans \`_\` as a name, use"
+        echo "# e.g. \`_unused\`; shebang: use \`#!/usr/bin/env python\` (not python3) or \`#!/usr/bin/env bash\`."
+        echo
+        cat "${parts[@]}"
+    } >"${findings}"
+else
+    rm -f "${findings}"
+fi
 exit "${rc}"
