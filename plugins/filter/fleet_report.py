@@ -259,7 +259,7 @@ def host_record(
     name: str, host_vars: Mapping[str, Any], expiry_warning_days: int = 30, fleet_key_masked: str = ""
 ) -> dict[str, Any]:
     """Build the report entry of one PBX from the facts the role recorded on it."""
-    results = {var: _result(_lookup(host_vars, var)) for _, var in PHASES}
+    results = {var: _result(_lookup(host_vars, var)) for _phase, var in PHASES}
     info = results["mikopbx_info"]
     registration = results["mikopbx_registration"]
 
