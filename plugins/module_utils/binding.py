@@ -450,6 +450,11 @@ class BindingManager:
             if not self.opts.force_release:
                 raise self._licensing_silent_refusal("release key %s" % mask_license_key(self.stored))
             forced = True
+        elif self.live.state == "bound":
+            # Licence info may come from the PBX's 120 s cache: ask the licensing service itself once more
+            # (a read) before giving the key up.
+            self._ping_before_release()
+            forced = self.live.state == "unavailable"
 
         self.result["actions"] = [RESET_KEY]
         self.result["released_key_masked"] = mask_license_key(self.stored)
@@ -484,6 +489,16 @@ class BindingManager:
         return self._finish("", UNBOUND, msg)
 
     # -- guards around resetKey ------------------------------------------------------------
+
+    def _ping_before_release(self) -> None:
+        try:
+            self.client.call("license.ping")
+        except MikoPBXError as err:
+            self._raise_if_pbx_side(err)
+            self.live = LiveLicence("unavailable", error=error_summary(err), source=self.live.source)
+            self.result["licence_error"] = self.live.error
+            if not self.opts.force_release:
+                raise self._licensing_silent_refusal("release key %s" % mask_license_key(self.stored)) from None
 
     def _licensing_cause(self) -> str:
         error = self.live.error or {}

@@ -135,11 +135,12 @@ notes:
     (that key held no seat here, and the licensing service stores nothing it refuses) and the task fails saying so,
     with RV(manual_step); pass O(known_seats) to have the task stop before the reset.
   - Before any reset the module makes sure the licensing service answers the PBX (the licence information just
-    read, or C(license:ping) before replacing a different key). When it does not, the task fails before any write, as
+    read, then C(license:ping) before a release or before replacing a different key, as licence information may
+    come from the PBX's 120-second cache). When it does not, the task fails before any write, as
     C(license:resetKey) would clear the key locally and leave the seat held in the licence cabinet.
   - When O(replace_key=true) resets a working key and the licensing service then refuses the new key (a mistyped
     key, licence error 2026; a full key, 2008), the previous key is applied again once (the reset has just freed its
-    seat) and the task fails naming the refusal and the restored key, masked, with RV(changed=false). If that
+    seat) and the task fails naming the refusal and the restored key, masked, with C(changed=false). If that
     also fails, the message says that the PBX holds no key, which key it held, and the manual step.
   - If the answer to C(license:resetKey) or to the key application is lost (for example a timeout), the module
     re-reads the stored key and reports what the PBX holds (a lost C(resetKey) answer whose key is gone counts as a

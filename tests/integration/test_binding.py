@@ -452,3 +452,104 @@ def test_fc10_backup_of_another_company_is_key_mismatch_until_replaced(start_fle
     again = ok(run_on(run_playbook, fleet, target, binding(state="present", license_key=key, replace_key=True)), target)
     assert again["changed"] is False and write_paths(fleet, target) == []
     measure(fleet, target, "present_rerun_after_replace")
+
+
+# ------------------------------------------------------------------ safety: no wiped key, no silent seat leak
+
+LICENSING_FAULTS = ["licensing_down", "egress_blocked", "dns_failure"]
+# Well-formed, unknown to the licensing service: a typo in the company key (licence error 2026).
+TYPO_KEY = "MIKO-TYP0A-TYP0B-TYP0C-TYP0D"
+
+
+@pytest.mark.parametrize("generation", GENERATIONS)
+def test_release_while_licensing_is_unreachable_keeps_key_and_seat(start_fleet, run_playbook, generation):
+    """C1: resetKey with the licensing service silent would clear the key and keep the seat held."""
+    fleet = start(start_fleet, generation, count=1)
+    (host,) = fleet.names()
+    key = fleet.control.create_company("Example LLC", "it@example.com")
+    fleet.control.seed_key(host, key, bind=True)
+    me = machine_id(fleet, host)
+
+    for fault in LICENSING_FAULTS:
+        fleet.control.clear_faults()
+        fleet.control.add_fault(fault)
+        fleet.control.advance_clock(CACHE_EXPIRY)  # past the licence-info cache: the read meets the fault
+        for check in (False, True):
+            run = run_on(run_playbook, fleet, host, binding(state="absent"), check=check, verbosity=3)
+            refused = failed(run, host)
+            assert refused["binding_status"] == "unknown", (fault, refused["msg"])
+            assert refused["changed"] is False
+            assert "443" in refused["msg"] and "seat held" in refused["msg"], refused["msg"]
+            assert refused["manual_step"]["instructions"]
+            assert write_paths(fleet, host) == [], fault
+            assert fleet.control.stored_key(host) == key
+            assert seat_holders(fleet, key) == [me]
+            assert_no_clear_key(run.output, key)
+
+    # Decommissioning anyway: the key is cleared, the seat stays held and the run says so.
+    run = run_on(run_playbook, fleet, host, binding(state="absent", force_release=True), verbosity=3)
+    forced = ok(run, host)
+    assert forced["changed"] is True and forced["manual_step"]["instructions"]
+    assert "still held" in forced["msg"] and "stays held" in run.output
+    assert fleet.control.stored_key(host) == ""
+    assert seat_holders(fleet, key) == [me]  # freed only by the manual cabinet step
+    assert_no_clear_key(run.output, key)
+
+
+@pytest.mark.parametrize("generation", GENERATIONS)
+def test_replace_key_refused_keeps_the_previous_key_and_its_seat(start_fleet, run_playbook, generation):
+    """C2: a typo (2026) or a full key (2008) with replace_key leaves the PBX with its old key and seat."""
+    fleet = start(start_fleet, generation, count=2)
+    holder, target = fleet.names()
+    old = fleet.control.create_company("Other Corp", "it@other.example")
+    full = fleet.control.create_company("Example LLC", "it@example.com", seats=1)
+    fleet.control.seed_key(holder, full, bind=True)  # the only seat of the new key is taken
+    fleet.control.seed_key(target, old, bind=True)
+    me = machine_id(fleet, target)
+
+    for new_key, code in ((TYPO_KEY, 2026), (full, 2008)):
+        run = run_on(
+            run_playbook, fleet, target, binding(state="present", license_key=new_key, replace_key=True), verbosity=3
+        )
+        refused = failed(run, target)
+        assert refused["error"]["licence_code"] == code, refused["msg"]
+        assert str(code) in refused["msg"] and masked(old) in refused["msg"]
+        assert "applied again" in refused["msg"], refused["msg"]
+        assert refused["license_key_masked"] == masked(old)
+        assert refused["changed"] is False
+        assert fleet.control.stored_key(target) == old
+        assert seat_holders(fleet, old) == [me]
+        assert seat_holders(fleet, full) == [machine_id(fleet, holder)]
+        writes = write_paths(fleet, target)
+        assert sum("resetKey" in p for p in writes) == 1 and sum("processUserRequest" in p for p in writes) == 2
+        assert_no_clear_key(run.output, old, full)
+
+    # Check mode still sends nothing.
+    run = run_on(
+        run_playbook, fleet, target, binding(state="present", license_key=TYPO_KEY, replace_key=True), check=True
+    )
+    assert write_paths(fleet, target) == [] and fleet.control.stored_key(target) == old
+
+
+@pytest.mark.parametrize("generation", GENERATIONS)
+@pytest.mark.parametrize("lands", [True, False], ids=["reset-lands", "reset-lost"])
+def test_release_whose_reset_times_out_says_what_the_host_holds(start_fleet, run_playbook, generation, lands):
+    """M1: a resetKey that times out is never repeated; the stored key is re-read and reported."""
+    fleet = start(start_fleet, generation, count=1)
+    (host,) = fleet.names()
+    key = fleet.control.create_company("Example LLC", "it@example.com")
+    fleet.control.seed_key(host, key, bind=True)
+    fleet.control.add_fault("worker_timeout", host, count=1, match="resetKey", apply=lands)
+
+    run = run_on(run_playbook, fleet, host, binding(state="absent"), verbosity=3)
+    result = run.result(host, "binding")
+    assert sum("resetKey" in p for p in write_paths(fleet, host)) == 1
+    if lands:
+        assert not result.get("failed"), result.get("msg")
+        assert result["changed"] is True and "timed out" in result["msg"]
+        assert fleet.control.stored_key(host) == "" and seat_holders(fleet, key) == []
+    else:
+        assert result.get("failed") is True
+        assert result["changed"] is False and "safe to run this task again" in result["msg"], result["msg"]
+        assert fleet.control.stored_key(host) == key and seat_holders(fleet, key) == [machine_id(fleet, host)]
+    assert_no_clear_key(run.output, key)

@@ -938,3 +938,19 @@ def test_present_rebind_reset_timeout_key_gone_goes_on_with_the_apply(fake_http)
     result = manager("present", license_key=KEY).run()
     assert fake_http.count("GET", RESET) == 1 and applied_keys(fake_http) == [KEY]
     assert result["binding_status_after"] == OK
+
+
+def test_absent_cached_licence_info_but_ping_fails_refuses_before_any_write(fake_http):
+    # The licence info answer may come from the PBX's 120 s cache; license:ping asks the service itself.
+    v3_pbx(fake_http, KEY, info_ok())
+    fake_http.set("GET", PING, Reply(422, json=v3_fail([RAW_NO_ANSWER], "ping")))
+    with pytest.raises(BindingFailure) as failed:
+        manager("absent").run()
+    assert writes(fake_http) == [] and fake_http.count("GET", PING) == 1
+    assert "443" in failed.value.msg and failed.value.result["manual_step"] is not None
+
+
+def test_absent_pings_before_the_reset(fake_http):
+    v3_pbx(fake_http, KEY, info_ok())
+    manager("absent").run()
+    assert fake_http.calls() == [("POST", SQL), ("GET", INFO), ("GET", PING), ("GET", RESET)]
