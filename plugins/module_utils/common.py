@@ -291,7 +291,8 @@ def fail_from_error(
     own message and the fix, plus ``error`` = the classified error (all masked)."""
     secrets = _module_secrets(module, client)
     err.attach_secrets(secrets | set(getattr(err, "_secrets", None) or ()))
-    url = err.url or module.params.get("url") or "the PBX"
+    _add_option_hints(module, err)
+    url = err.url or safe_url(module.params.get("url")) or "the PBX"
     msg = "MikoPBX %s: failed to %s: %s" % (url, action, err.describe())
     module.fail_json(
         msg=mask_text(msg, secrets),
@@ -299,6 +300,31 @@ def fail_from_error(
         **mask_secrets(extra, secrets),
     )
     raise AssertionError("fail_json returned")  # pragma: no cover - fail_json exits
+
+
+def _add_option_hints(module: Any, err: MikoPBXError) -> None:
+    """Extend the fix of an error that a connection option most likely caused.
+
+    The client cannot know what the user meant: a plain ``http://`` URL to a PBX that only serves
+    HTTPS looks like a closed connection, and an API key sent to MikoPBX 2024.1 (which has no API
+    keys and no v3 API) looks like a missing endpoint.
+    """
+    params = getattr(module, "params", None) or {}
+    hints = []
+    url = str(params.get("url") or "").strip().lower()
+    if url.startswith("http://") and err.classification in ("unreachable", "timeout"):
+        hints.append(
+            "url starts with http://; the PBX may serve its API over HTTPS only: use https:// in url "
+            "(with ca_path or validate_certs for its certificate)"
+        )
+    v3_path = str(err.path or "").startswith("/pbxcore/api/v3/")
+    if params.get("api_key") and v3_path and err.classification == "not_found":
+        hints.append(
+            "API keys need MikoPBX 2026.1 or later (REST API v3); if this PBX runs MikoPBX 2024.x, which has "
+            "neither, give username and password instead of api_key (with api_generation auto or legacy)"
+        )
+    if hints:
+        err.hint = "; ".join(([err.hint] if err.hint else []) + hints)
 
 
 def mask_secrets(value: Any, secrets: Iterable[str]) -> Any:

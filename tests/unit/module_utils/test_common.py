@@ -244,3 +244,44 @@ def test_base_urls_are_accepted(url, tmp_path):
     module = make_module({"url": url, "api_key": API_KEY, "ca_path": str(ca), "timeout": 1, "retries": 0})
     client = common.client_from_module(module)
     assert client.verify == str(ca) and client.retries == 0
+
+
+def test_closed_connection_on_plain_http_suggests_https(capsys):
+    args = {"url": "http://pbx.example.net", "api_key": API_KEY}
+    module = make_module(args)
+    err = MikoPBXError(
+        "cannot connect to the PBX: Remote end closed connection without response",
+        "unreachable",
+        method="POST",
+        path="/pbxcore/api/v3/system:executeSqlRequest",
+        url="http://pbx.example.net",
+    )
+    with patch_module_args(args):
+        result = run_failing(capsys, lambda: common.fail_from_error(module, err, "read the licence"))
+    assert "use https:// in url" in result["msg"] and "https://" in result["error"]["hint"]
+
+
+def test_api_key_on_a_pbx_without_v3_says_api_keys_need_2026(capsys):
+    args = {"url": "https://pbx.example.net", "api_key": API_KEY}
+    module = make_module(args)
+    err = MikoPBXError(
+        "system.executeSqlRequest: the PBX has no such endpoint",
+        "not_found",
+        status=404,
+        method="POST",
+        path="/pbxcore/api/v3/system:executeSqlRequest",
+        url="https://pbx.example.net",
+    )
+    with patch_module_args(args):
+        result = run_failing(capsys, lambda: common.fail_from_error(module, err, "read the installed modules"))
+    assert "API keys need MikoPBX 2026.1" in result["msg"] and "username and password" in result["msg"]
+    assert API_KEY not in json.dumps(result)
+
+
+def test_other_errors_get_no_option_hint(capsys):
+    args = {"url": "https://pbx.example.net", "username": "admin", "password": PASSWORD}
+    module = make_module(args)
+    err = MikoPBXError("the PBX has no such endpoint", "not_found", path="/pbxcore/api/v3/x", url=args["url"])
+    with patch_module_args(args):
+        result = run_failing(capsys, lambda: common.fail_from_error(module, err, "read"))
+    assert "2026.1" not in result["msg"] and "use https://" not in result["msg"]
