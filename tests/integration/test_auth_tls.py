@@ -240,3 +240,51 @@ def test_fc17_rate_limited_read_backs_off_and_continues(fleet, run_playbook):
     assert result["changed"] is False
     log = [(e["path"].rsplit("/", 1)[-1], e["status"]) for e in fleet.control.requests(host)]
     assert log == [("system:executeSqlRequest", 429)] * 2 + [("system:executeSqlRequest", 200)]
+
+
+# ------------------------------------------------------------------ connection options checked before any request
+
+
+def test_password_in_url_is_refused_and_never_shown(fleet, run_playbook):
+    """Credentials written into url: refused before any request, masked at -vvv (invocation included)."""
+    key = fleet.control.create_company("Example LLC", "it@example.com")
+    secret = "Url-Pa55word-7731"
+    connection = password_connection()
+    connection["url"] = "{{ mikopbx_url | regex_replace('^https://', 'https://admin:%s@') }}/" % secret
+
+    run = run_playbook(fleet, [register(key)], connection=connection, verbosity=3)
+
+    for host in fleet.names():
+        result = run.result(host)
+        assert result["failed"] is True
+        assert "user name or password" in result["msg"] and "username and password" in result["msg"]
+        assert fleet.var(host, "mikopbx_url") in result["msg"]  # the PBX is named, without the userinfo
+        assert result["error"]["classification"] == "invalid_input"
+        assert fleet.control.requests(host) == []
+    assert secret not in run.output
+
+
+@pytest.mark.parametrize(
+    "option, value, expected",
+    [
+        ("ca_path", "/nonexistent/mikopbx-ca.pem", "ca_path /nonexistent/mikopbx-ca.pem does not exist"),
+        ("timeout", 0, "timeout is 0"),
+        ("retries", -1, "retries is -1"),
+        ("url", "{{ mikopbx_url }}/admin-cabinet/", "url has the path '/admin-cabinet/'"),
+        ("password", "", "password is empty"),
+    ],
+    ids=["ca_path", "timeout", "retries", "url-path", "empty-password"],
+)
+def test_unusable_connection_options_fail_before_any_request(fleet, run_playbook, option, value, expected):
+    key = fleet.control.create_company("Example LLC", "it@example.com")
+    connection = password_connection()
+    connection[option] = value
+
+    run = run_playbook(fleet, [register(key)], connection=connection)
+
+    for host in fleet.names():
+        result = run.result(host)
+        assert result["failed"] is True
+        assert expected in result["msg"] and "nothing was sent to the PBX" in result["msg"]
+        assert fleet.var(host, "mikopbx_url") in result["msg"]
+        assert fleet.control.requests(host) == []
