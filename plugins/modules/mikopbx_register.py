@@ -433,6 +433,8 @@ class Registrar:
             msg = "check mode: would have: %s" % plan.msg
         elif plan.action == register_plan.ACTION_REGISTERED_TRIAL:
             msg = "%s %s" % (plan.msg, register_plan.mask_key(stored_after))
+        if coupon_applied is None:
+            msg += "; whether the coupon was activated is unknown (the request timed out)"
         result: dict[str, Any] = dict(
             changed=plan.changed,
             action=plan.action,

@@ -120,6 +120,7 @@ def test_check_mode_and_bad_hosts(start_fleet, run_playbook):
     tasks = [
         {"name": "check_mode", MODULE: {"probe_timeout": 2}, "check_mode": True},
         {"name": "bad_host", MODULE: {"hosts": ["lic.mikopbx.com; reboot"]}},
+        {"name": "bad_probe_timeout", MODULE: {"probe_timeout": 0}},
     ]
     run = run_playbook(fleet, tasks, connection=CONNECTION)
 
@@ -128,6 +129,9 @@ def test_check_mode_and_bad_hosts(start_fleet, run_playbook):
     bad = run.result(host, "bad_host")
     assert bad["failed"] is True
     assert "not a valid DNS name" in bad["msg"]
+    bad = run.result(host, "bad_probe_timeout")
+    assert bad["failed"] is True
+    assert "probe_timeout must be between 1 and 20, got 0" in bad["msg"]  # the option's name, not "timeout"
     # Only the check-mode task reached the PBX: one probe and one ping, nothing written.
     assert len(probe_requests(fleet, host)) == 1
     no_writes(fleet, host)
@@ -145,6 +149,7 @@ def test_legacy_is_license_ping_only(start_fleet, run_playbook):
     assert result["method"] == "license_ping_only"
     assert result["hosts"] == []
     assert result["reachable"] is True
+    assert result["msg"].count("no per-host probe") == 1, result["msg"]
     assert "mikopbx-probe-v1" in result["probe_command"]
 
     result = run.result(bad, "reach")
@@ -152,6 +157,7 @@ def test_legacy_is_license_ping_only(start_fleet, run_playbook):
     assert result["reachable"] is False
     assert result["first_failure"]["stage"] == "license_ping"
     assert result["license_ping"]["ok"] is False
+    assert result["msg"].count("no per-host probe") == 1, result["msg"]
     for host in (good, bad):
         no_writes(fleet, host)
         assert [e for e in fleet.control.requests(host) if e["path"].endswith("license/ping")]

@@ -626,6 +626,7 @@ def test_timed_out_key_and_coupon_write_reports_the_coupon_as_unknown(fake_http,
 
     assert result["changed"] is True and result["action"] == "applied_key"
     assert result["coupon_applied"] is None  # unknown, not "not activated"
+    assert "whether the coupon was activated is unknown" in result["msg"]
     assert "whether the coupon was activated is unknown" in warnings_text(result)
     assert len(writes(fake_http)) == 1
     assert_no_secret(out, KEY, COUPON)
