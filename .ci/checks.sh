@@ -7,9 +7,14 @@
 # the foreground, one after the other; the output of the background targets is printed after
 # the foreground ones, so the two never interleave. A target that skips itself (because what it
 # would test does not exist yet) says so by creating STATUS_DIR/<target>.skipped.
+#
+# CHECK_TIMEOUT (default 40m, any `timeout` duration) bounds each check, so that a hung check is
+# reported as such in the summary instead of running into CI's own time limit.
 set -uo pipefail
 
-make_cmd="$1"
+check_timeout="${CHECK_TIMEOUT:-40m}"
+
+read -r -a make_cmd <<<"$1"
 status_dir="$2"
 shift 2
 
@@ -40,8 +45,13 @@ run_check() {
     started=$(date +%s)
     children_cpu >"${status_dir}/.cpu_before"
     read -r cpu_before <"${status_dir}/.cpu_before"
-    if ${make_cmd} --no-print-directory "${target}"; then
+    local rc=0
+    timeout --kill-after=30s "${check_timeout}" "${make_cmd[@]}" --no-print-directory "${target}" || rc=$?
+    if ((rc == 0)); then
         [[ -e "${status_dir}/${target}.skipped" ]] || touch "${status_dir}/${target}.passed"
+    elif ((rc == 124 || rc == 137)); then
+        echo "${target}: stopped after ${check_timeout} (CHECK_TIMEOUT)" >&2
+        echo "timed out after ${check_timeout}" >"${status_dir}/${target}.failed"
     else
         touch "${status_dir}/${target}.failed"
     fi
@@ -77,7 +87,8 @@ printf '\n\033[1m==> summary\033[0m (wall and CPU seconds per check)\n'
 for target in "${foreground[@]}" "${background[@]}"; do
     read -r wall cpu <"${status_dir}/${target}.seconds" || wall="?" cpu="?"
     if [[ -e "${status_dir}/${target}.failed" ]]; then
-        result="FAILED" failed=$((failed + 1))
+        reason=$(cat "${status_dir}/${target}.failed")
+        result="FAILED${reason:+ (${reason})}" failed=$((failed + 1))
     elif [[ -e "${status_dir}/${target}.skipped" ]]; then
         result="skipped: $(cat "${status_dir}/${target}.skipped")" skipped=$((skipped + 1))
     else
