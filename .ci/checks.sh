@@ -8,11 +8,15 @@
 # the foreground ones, so the two never interleave. A target that skips itself (because what it
 # would test does not exist yet) says so by creating STATUS_DIR/<target>.skipped.
 #
-# CHECK_TIMEOUT (default 40m, any `timeout` duration) bounds each check, so that a hung check is
-# reported as such in the summary instead of running into CI's own time limit.
+# In CI (CI set), CHECK_TIMEOUT (default 40m, any `timeout` duration) bounds each check, so that a
+# hung check is reported in the summary instead of running into CI's own time limit. It is not
+# used at a terminal: `timeout` moves the check out of the terminal's process group, which would
+# keep Ctrl-C from reaching it.
 set -uo pipefail
 
 check_timeout="${CHECK_TIMEOUT:-40m}"
+limit=()
+[[ -n "${CI:-}" ]] && limit=(timeout --kill-after=30s "${check_timeout}")
 
 read -r -a make_cmd <<<"$1"
 status_dir="$2"
@@ -46,10 +50,10 @@ run_check() {
     children_cpu >"${status_dir}/.cpu_before"
     read -r cpu_before <"${status_dir}/.cpu_before"
     local rc=0
-    timeout --kill-after=30s "${check_timeout}" "${make_cmd[@]}" --no-print-directory "${target}" || rc=$?
+    "${limit[@]}" "${make_cmd[@]}" --no-print-directory "${target}" || rc=$?
     if ((rc == 0)); then
         [[ -e "${status_dir}/${target}.skipped" ]] || touch "${status_dir}/${target}.passed"
-    elif ((rc == 124 || rc == 137)); then
+    elif ((${#limit[@]} && (rc == 124 || rc == 137))); then
         echo "${target}: stopped after ${check_timeout} (CHECK_TIMEOUT)" >&2
         echo "timed out after ${check_timeout}" >"${status_dir}/${target}.failed"
     else
