@@ -381,6 +381,27 @@ def test_fc17_timed_out_key_write_never_applies_twice(fleet, run_playbook, lands
     assert len(fleet.control.seats(key)) == 2
 
 
+def test_fc17_timed_out_key_and_coupon_write_reports_the_coupon_as_unknown(fleet, run_playbook):
+    key = fleet.control.create_company("Example LLC", "it@example.com")
+    coupons = {host: fleet.control.create_coupon(for_key=key) for host in hosts(fleet)}
+    for host in hosts(fleet):
+        fleet.control.add_fault("worker_timeout", host, count=1, match="processUserRequest", apply=True)
+    task = register(license_key=key, coupon="{{ coupons[inventory_hostname] }}")
+
+    run = run_playbook(fleet, [task], play_extra={"vars": {"coupons": coupons}})
+
+    for host in hosts(fleet):
+        result = run.result(host)
+        assert result.get("failed") is not True, result
+        assert result["changed"] is True and fleet.control.stored_key(host) == key
+        assert result["coupon_applied"] is None, result  # unknown: not reported as "not activated"
+        assert "whether the coupon was activated is unknown" in result["msg"]
+        assert "unknown" in str(result.get("warnings"))
+        assert fleet.control.request_kinds(host)["write"] == 1
+    for coupon in coupons.values():
+        assert coupon not in run.output
+
+
 def test_fc17_timed_out_trial_is_not_repeated(fleet, run_playbook):
     for host in hosts(fleet):
         fleet.control.add_fault("worker_timeout", host, count=1, match="processUserRequest", apply=False)
@@ -495,3 +516,32 @@ def test_fc04_numeric_phone_on_2026_loses_its_plus_and_is_warned_about(fleet, ru
     assert not run.result(legacy).get("warnings")
     assert tel[v3] == "70000000000"
     assert tel[legacy] == "+70000000000"
+
+
+# ------------------------------------------------------------------ a restored PBX: key string without a seat
+
+
+def test_restored_pbx_passes_register_and_is_caught_by_the_binding_step(fleet, run_playbook):
+    """register compares the key string only (documented); the README's follow-up binding step finds the
+    missing seat of a backup restored onto new hardware and takes it."""
+    key = fleet.control.create_company("Example LLC", "it@example.com")
+    for host in hosts(fleet):
+        fleet.control.seed_key(host, key, bind=False)  # the key string, but no seat for this machine
+    binding = "mikopbx.marketplace.mikopbx_license_binding"
+    tasks = [
+        register(license_key=key),
+        {"name": "verify", binding: {"state": "verified", "license_key": key}},
+        {"name": "bind", binding: {"state": "present", "license_key": key}},
+    ]
+
+    run = run_playbook(fleet, tasks)
+
+    for host in hosts(fleet):
+        result = run.result(host, "register")
+        assert result["changed"] is False and result["action"] == "none", result
+        verify = run.result(host, "verify")
+        assert verify["binding_status"] == "binding_required", verify
+        bind = run.result(host, "bind")
+        assert bind.get("failed") is not True, bind.get("msg")
+        assert bind["changed"] is True and bind["binding_status_after"] == "ok", bind
+    assert key not in run.output
