@@ -632,6 +632,15 @@ def test_timed_out_key_and_coupon_write_reports_the_coupon_as_unknown(fake_http,
     assert_no_secret(out, KEY, COUPON)
 
 
+def test_password_in_url_is_masked_even_when_other_input_is_also_wrong(fake_http, capsys):
+    url = "https://admin:%s@pbx.example.net/" % PASSWORD
+    # The url is checked first, so its password is masked before any other message can show the arguments.
+    result, out = run(capsys, legacy_args(url=url, license_key="MIKO-bad", reveal_license_key=True))
+
+    assert result["failed"] is True and "user name or password" in result["msg"]
+    assert PASSWORD not in out and fake_http.requests == []
+
+
 def test_coupon_without_license_key_names_the_missing_key(fake_http, capsys):
     result = run(capsys, v3_args(coupon=COUPON))[0]
 
