@@ -188,6 +188,10 @@ async def handle(pbx: PBX, request: web.Request, path: str) -> tuple[web.Respons
     kind = rt.kind if rt else _kind_by_verb(request)
     if not ok:
         return envelope.v3_error(pbx, 401, texts.NOT_AUTHENTICATED), kind
+    if auth.get("type") == "jwt" and auth.get("role") != "admins" and not is_localhost(pbx, request):
+        # Roles other than admins come from the ModuleUsersUI module, whose ACL is not emulated:
+        # such a role is granted nothing, and the ACL's refusal is a 403, not a 401.
+        return envelope.v3_error(pbx, 403, texts.ACCESS_DENIED), kind
     if rt is None:
         if method is None:
             action = {

@@ -1309,11 +1309,6 @@ def _sign_hs256(claims, secret):
     return f"{head}.{body_}.{b64(sig)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="emulator deviation: a valid JWT with a non-admin role is not checked against the ACL (answered like "
-    "an admin) instead of 403 'Access denied. You do not have permission to access this resource.' (ref §3.1)",
-)
 def test_non_admin_role_is_403_not_401(fleet):
     """§3.1 step 2: a *valid* JWT whose role is not `admins` is checked against the ACL; a role the ACL does not
     know is denied with 403 "Access denied. You do not have permission to access this resource." (PBXApiResult
