@@ -15,6 +15,10 @@ options:
       - Base URL of the MikoPBX web interface, for example V(https://pbx.example.net) or
         V(https://192.0.2.10:8443).
       - Use C(https://); MikoPBX 2026.1 redirects plain HTTP to HTTPS.
+      - Give the base URL only. A path (such as C(/admin-cabinet/)), a query, a scheme other than C(https) or
+        C(http), and credentials written into the URL (C(user:password@)) are refused before any request; give
+        credentials in O(username) and O(password) or O(api_key). A password found in the URL is masked in the
+        task's output.
       - If not set, the value of the E(MIKOPBX_URL) environment variable is used.
     type: str
     required: true
@@ -62,12 +66,14 @@ options:
     description:
       - CA bundle (or the PBX's own certificate) used to verify the PBX certificate.
       - When set, it is used for verification even if O(validate_certs) is V(false).
+      - The file or directory must exist on the controller; this is checked before any request.
       - If not set, the value of the E(MIKOPBX_CA_PATH) environment variable is used.
     type: path
   timeout:
     description:
       - Seconds to wait for each HTTP answer of the PBX.
       - The PBX itself gives up on a request after 30 s (2026.1) or 10 s (2024.1).
+      - At least V(1).
       - If not set, the value of the E(MIKOPBX_TIMEOUT) environment variable is used.
     type: int
     default: 40
@@ -86,6 +92,7 @@ options:
         (HTTP 429, 502, 503, 504, a worker timeout, a reset connection, a locked database),
         with exponential back-off and C(Retry-After) honoured.
       - Writes are never repeated by the client.
+      - V(0) or more; V(0) never repeats a request.
       - If not set, the value of the E(MIKOPBX_RETRIES) environment variable is used.
     type: int
     default: 3

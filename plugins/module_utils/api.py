@@ -816,12 +816,12 @@ class MikoPBXClient:
         earlier = self.login_memo.recent(self.url, self.username or "", self.password or "")
         if earlier is not None:
             classification = earlier.get("classification") or "auth"
+            # Nothing is sent now: no method or status of this attempt. The refusal's own status is history.
+            then = " with HTTP %s" % earlier["status"] if earlier.get("status") else ""
             self._login_failure = MikoPBXError(
-                "login as %r not attempted: the PBX refused these credentials %s s ago (%s)"
-                % (self.username, earlier["age"], earlier.get("message") or classification),
+                "login as %r not attempted and no request sent: the PBX refused these credentials%s %s s ago (%s)"
+                % (self.username, then, earlier["age"], earlier.get("message") or classification),
                 classification if classification in ("auth", "rate_limited") else "auth",
-                method="POST",
-                status=earlier.get("status"),
                 url=self.url,
                 secrets=self.secrets,
                 hint="fix username/password for this PBX; with the same password no login is tried for %d s "

@@ -285,3 +285,28 @@ def test_other_errors_get_no_option_hint(capsys):
     with patch_module_args(args):
         result = run_failing(capsys, lambda: common.fail_from_error(module, err, "read"))
     assert "2026.1" not in result["msg"] and "use https://" not in result["msg"]
+
+
+def test_remembered_login_refusal_says_no_request_was_sent(fake_http, capsys):
+    from mikopbx_fakes import Reply, v3_fail
+
+    login = "/pbxcore/api/v3/auth:login"
+    refused = Reply(401, json=v3_fail({"error": ["Invalid login or password"]}, "login", 401))
+    fake_http.add("POST", login, refused)
+    args = {"url": "https://pbx.example.net", "username": "admin", "password": PASSWORD}
+    first = common.client_from_module(make_module(args))
+    with pytest.raises(MikoPBXError):
+        first.call("license.ping")
+
+    module = make_module(args)  # the next task of the play, same credentials
+    client = common.client_from_module(module)
+    with pytest.raises(MikoPBXError) as info:
+        client.call("license.ping")
+    with patch_module_args(args):
+        result = run_failing(capsys, lambda: common.fail_from_error(module, info.value, "ping", client=client))
+
+    assert fake_http.count("POST", login) == 1
+    assert "no request sent" in result["msg"] and "with HTTP 401" in result["msg"]
+    assert "; HTTP " not in result["msg"]  # no status of this (unsent) attempt
+    assert result["error"]["method"] is None and result["error"]["status"] is None
+    assert PASSWORD not in json.dumps(result)
