@@ -278,7 +278,7 @@ class FleetRuntime:
 
         async def probe(port: int) -> None:
             async with sem:
-                for _ in range(100):
+                for _n in range(100):
                     try:
                         _r, w = await asyncio.open_connection("127.0.0.1", port)
                         w.close()

@@ -139,10 +139,10 @@ class Ids:
         return self._choice(string.ascii_letters + string.digits, 20)
 
     def licence_key(self) -> str:
-        return "MIKO-" + "-".join(self._choice(KEY_ALPHABET, 5) for _ in range(4))
+        return "MIKO-" + "-".join(self._choice(KEY_ALPHABET, 5) for _n in range(4))
 
     def coupon(self) -> str:
-        return "MIKOUPD-" + "-".join(self._choice(KEY_ALPHABET, 5) for _ in range(4))
+        return "MIKOUPD-" + "-".join(self._choice(KEY_ALPHABET, 5) for _n in range(4))
 
     def machine_id(self) -> str:
         return self.hex(32)

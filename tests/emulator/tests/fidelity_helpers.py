@@ -62,11 +62,11 @@ LICENSING_HOSTS = ("lic.mikopbx.com", "releases.mikopbx.com")
 
 def random_key() -> str:
     """A well-formed licence key (28 chars) that no company owns."""
-    return "MIKO-" + "-".join("".join(secrets.choice(KEY_ALPHABET) for _ in range(5)) for _ in range(4))
+    return "MIKO-" + "-".join("".join(secrets.choice(KEY_ALPHABET) for _n in range(5)) for _n in range(4))
 
 
 def random_coupon() -> str:
-    return "MIKOUPD-" + "-".join("".join(secrets.choice(KEY_ALPHABET) for _ in range(5)) for _ in range(4))
+    return "MIKOUPD-" + "-".join("".join(secrets.choice(KEY_ALPHABET) for _n in range(5)) for _n in range(4))
 
 
 def unique_email(tag: str = "t") -> str:

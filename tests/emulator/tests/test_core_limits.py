@@ -26,7 +26,7 @@ def _session(fleet: Fleet) -> requests.Session:
 def test_rate_limit_v3(limits_fleet: Fleet) -> None:
     hv = limits_fleet.hosts["pbx-001"]
     s = _session(limits_fleet)
-    statuses = [s.get(hv["mikopbx_url"] + "/pbxcore/api/v3/system:ping").status_code for _ in range(205)]
+    statuses = [s.get(hv["mikopbx_url"] + "/pbxcore/api/v3/system:ping").status_code for _n in range(205)]
     assert statuses[:200] == [200] * 200 and statuses[-1] == 429
     r = s.get(hv["mikopbx_url"] + "/pbxcore/api/v3/system:ping")
     assert r.status_code == 429 and r.text == "Too many requests" and r.headers["Content-Type"].startswith("text/plain")
@@ -56,7 +56,7 @@ def test_login_limit_and_fail2ban_v3(limits_fleet: Fleet) -> None:
 def test_fail2ban_legacy(limits_fleet: Fleet) -> None:
     hv = limits_fleet.hosts["pbx-002"]
     s = _session(limits_fleet)
-    for _ in range(4):
+    for _n in range(4):
         assert s.get(hv["mikopbx_url"] + "/pbxcore/api/license/ping").status_code == 401
     assert s.get(hv["mikopbx_url"] + "/pbxcore/api/system/ping").text == "PONG"
     assert s.get(hv["mikopbx_url"] + "/pbxcore/api/license/ping").status_code == 401  # the 5th

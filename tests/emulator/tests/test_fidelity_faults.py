@@ -194,7 +194,7 @@ def test_worker_timeout(clean, gen):
     pbx = take(fv, gen)
     s = fresh_session(pbx)
     fv.control.add_fault(pbx.name, "worker_timeout", count=2)
-    for _ in range(2):
+    for _n in range(2):
         resp = ping(pbx, s)
         if gen == "v3":
             data = expect(resp, 400, "§4 v3 worker timeout")
@@ -280,7 +280,7 @@ def test_fleet_wide_fault_and_isolation(clean):
 # ------------------------------------------------------------------------------------------ probe faults
 
 
-PROBE_HOSTS = ["lic.mikopbx.com", "releases.mikopbx.com"]
+PROBE_HOSTS = ("lic.mikopbx.com", "releases.mikopbx.com")
 
 
 def run_probe(pbx, hosts=PROBE_HOSTS):
@@ -425,7 +425,7 @@ def test_slow_licence_calls_occupy_the_worker_pool(clean, gen, workers, delay, o
 
     fv = clean
     pbx = take(fv, gen)
-    sessions = [fresh_session(pbx) for _ in range(2 * workers)]
+    sessions = [fresh_session(pbx) for _n in range(2 * workers)]
     fv.control.add_fault(pbx.name, "licensing_slow", delay=delay)
 
     def call(s):
@@ -447,7 +447,7 @@ def test_queue_back_pressure_503_beyond_50_waiting(clean):
 
     fv = clean
     pbx = take(fv, "v3")
-    sessions = [fresh_session(pbx) for _ in range(60)]
+    sessions = [fresh_session(pbx) for _n in range(60)]
     for s in sessions:  # open the keep-alive connections first so the burst arrives together
         s.get(pbx.url + pbx.lic_path("sendPBXMetrics"), timeout=60)
     fv.control.add_fault(pbx.name, "licensing_slow", delay=29)
@@ -458,7 +458,7 @@ def test_queue_back_pressure_503_beyond_50_waiting(clean):
 
     with concurrent.futures.ThreadPoolExecutor(len(sessions)) as pool:
         answers = list(pool.map(call, sessions))
-    codes = sorted(c for c, _ in answers)
+    codes = sorted(c for c, _body in answers)
     assert codes.count(200) == 3, f"3 workers -> exactly 3 calls served within the wait: {codes}"
     refused = [b for c, b in answers if c == 503]
     assert refused, f"no 503 although 60 calls compete for 3 workers + a queue of 50: {codes}"
@@ -490,7 +490,7 @@ def test_busy_workers_on_one_pbx_do_not_slow_another(clean):
 
     fv = clean
     busy, idle = take(fv, "v3"), take(fv, "v3")
-    sessions = [fresh_session(busy) for _ in range(4)]
+    sessions = [fresh_session(busy) for _n in range(4)]
     fv.control.add_fault(busy.name, "licensing_slow", delay=25)
     s_idle = fresh_session(idle)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:

@@ -453,7 +453,7 @@ def test_no_nginx_rate_limit_on_legacy(fleet):
     """§9 / §12: 2024 has no HTTP rate limiting besides fail2ban -- 250 quick authenticated calls all succeed."""
     pbx = take(fleet)
     s = pbx.legacy_session()
-    codes = {s.get(pbx.url + API + "/license/sendPBXMetrics", timeout=30).status_code for _ in range(250)}
+    codes = {s.get(pbx.url + API + "/license/sendPBXMetrics", timeout=30).status_code for _n in range(250)}
     assert codes == {200}, codes
 
 
@@ -512,7 +512,7 @@ def test_fail2ban_bans_after_unauthenticated_rest_calls(fleet):
     s = pbx.legacy_session()
     expect(s.get(pbx.url + API + "/license/ping", timeout=30), 200, "§3.2")
     anon = pbx.anon()
-    for _ in range(4):
+    for _n in range(4):
         expect(anon.get(pbx.url + API + "/license/ping", timeout=30), 401, "§3.2")
     assert not _banned(pbx, s), "banned after only 4 unauthenticated calls (threshold 5)"
     try:

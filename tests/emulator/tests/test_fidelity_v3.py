@@ -396,7 +396,7 @@ def test_allowed_paths_validation_422(fleet, paths):
     """§3.1.4: each allowed path must match ^/api/v[0-9]+/[a-z0-9-]+(/[a-z0-9-]+)*$, 10-255 chars, permission
     read|write -- otherwise 422."""
     pbx = shared(fleet)
-    _, resp = create_api_key(pbx, allowed_paths=paths)
+    _key, resp = create_api_key(pbx, allowed_paths=paths)
     data = expect(resp, 422, "§3.1.4 allowed_paths validation", sent=paths)
     assert data["result"] is False, describe(resp)
 
@@ -863,7 +863,7 @@ def test_refresh_limit_100_per_5_minutes(fleet):
     s = pbx.anon()
     expect(pbx.v3_login(s), 200, "§3.1.1")
     statuses = []
-    for _ in range(101):
+    for _n in range(101):
         statuses.append(s.post(pbx.url + V3 + "/auth:refresh", timeout=30).status_code)
     assert statuses[:100] == [200] * 100, f"first 100 refreshes must succeed: {statuses}"
     resp = s.post(pbx.url + V3 + "/auth:refresh", timeout=30)
@@ -1009,7 +1009,7 @@ def test_nginx_rate_limit_180_per_minute_plus_burst(rl_fleet):
     fleet.control.advance(301)
     expect(s.get(pbx.url + V3 + "/system:ping", timeout=30), 200, "§9 block over after 300 s")
     # second offence: the block doubles (600 s)
-    for _ in range(260):
+    for _n in range(260):
         resp = s.get(pbx.url + V3 + "/system:ping", timeout=30)
         if resp.status_code == 429:
             break
@@ -1049,7 +1049,7 @@ def test_fail2ban_counts_failed_logins_not_401s(fleet):
 
     pbx = take(fleet)
     anon = pbx.anon()
-    for _ in range(30):
+    for _n in range(30):
         expect(anon.get(pbx.url + V3 + "/system:checkAuth", timeout=30), 401, "§3.1")
     expect(pbx.bearer().get(pbx.url + V3 + "/system:checkAuth", timeout=30), 200, "401s alone never ban (2026)")
     for i in range(10):
@@ -1152,7 +1152,7 @@ def test_rate_limit_switched_off_by_setting(rl_fleet):
     resp = pbx.request("PATCH", V3 + "/general-settings", json={"settings": {"PBXRateLimitEnabled": "0"}})
     expect(resp, 200, "§9 / §6 PATCH general-settings")
     s = pbx.anon()
-    codes = {s.get(pbx.url + V3 + "/system:ping", timeout=30).status_code for _ in range(250)}
+    codes = {s.get(pbx.url + V3 + "/system:ping", timeout=30).status_code for _n in range(250)}
     assert codes == {200}, codes
 
 
@@ -1162,7 +1162,7 @@ def test_rate_limit_exempts_localhost(rl_fleet):
     pbx = rl_fleet.pbx(rl_fleet.names()[2])
     s = pbx.anon()
     s.headers["X-Emulator-Localhost"] = "1"
-    codes = {s.get(pbx.url + V3 + "/system:ping", timeout=30).status_code for _ in range(250)}
+    codes = {s.get(pbx.url + V3 + "/system:ping", timeout=30).status_code for _n in range(250)}
     assert codes == {200}, codes
 
 
