@@ -369,6 +369,7 @@ from ansible_collections.mikopbx.marketplace.plugins.module_utils.binding import
     BindingOptions,
 )
 from ansible_collections.mikopbx.marketplace.plugins.module_utils.common import (  # noqa: E402
+    check_connection_options,
     client_from_module,
     connection_argument_spec,
     connection_module_kwargs,
@@ -410,6 +411,8 @@ def main() -> None:
         required_if=[("state", "present", ["license_key"])],
         **connection_module_kwargs(),
     )
+    # Connection options are checked before anything else, a password in the url included.
+    check_connection_options(module)
     params = module.params
     action = {
         "present": "bind the licence key",

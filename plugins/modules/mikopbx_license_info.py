@@ -277,6 +277,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mikopbx.marketplace.plugins.module_utils.common import (
+    check_connection_options,
     client_from_module,
     connection_argument_spec,
     connection_module_kwargs,
@@ -334,6 +335,9 @@ def main() -> None:
     argument_spec = connection_argument_spec()
     argument_spec.update(reveal_license_key=dict(type="bool", default=False, no_log=False))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, **connection_module_kwargs())
+
+    # Connection options are checked before anything else, a password in the url included.
+    check_connection_options(module)
 
     reveal = module.params["reveal_license_key"]
     if reveal and not module.no_log:
