@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,10 @@ import urllib3
 from mikopbx_emulator.harness import Fleet
 
 warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+
+# The suite's helper modules (fidelity_helpers) import by name under any pytest import mode.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(scope="module")
