@@ -195,8 +195,8 @@ demo: venv ## run the role against an emulated fleet (scripts/demo.sh)
 	@test -f scripts/demo.sh || { echo "make demo: scripts/demo.sh does not exist yet" >&2; exit 1; }
 	PATH=$(VBIN):$$PATH bash scripts/demo.sh
 
-bench: venv ## fleet benchmarks (bench/run.py)
-	@test -f bench/run.py || { echo "make bench: bench/run.py does not exist yet" >&2; exit 1; }
+bench: venv ## benchmarks: the emulator (500 PBXs) and the fleet role vs a plain uri playbook
+	PATH=$(VBIN):$$PATH $(VBIN)/python bench/bench_emulator.py
 	PATH=$(VBIN):$$PATH $(VBIN)/python bench/run.py
 
 clean: ## remove venvs, build output and caches

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark of the MikoPBX fleet emulator: startup time, memory, authenticated API throughput.
 
     .venv/bin/python bench/bench_emulator.py [--count 500] [--duration 10] [--concurrency 64]
@@ -58,7 +57,7 @@ def proc_status(pid: int) -> dict[str, int]:
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as fh:
             for line in fh:
-                key, _, rest = line.partition(":")
+                key, _sep, rest = line.partition(":")
                 if key in ("VmRSS", "VmHWM"):
                     out[key] = int(rest.split()[0])
     except FileNotFoundError:
@@ -333,7 +332,7 @@ async def run_load(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--count", type=int, default=500, help="PBXs in the fleet (default 500)")
     ap.add_argument("--generation", choices=["v3", "legacy", "mixed"], default="mixed")
     ap.add_argument("--duration", type=float, default=10.0, help="measurement window in seconds (default 10)")
