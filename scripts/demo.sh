@@ -5,8 +5,8 @@
 #   pbx-001 v3      already holds the company key (bound)
 #   pbx-002 legacy  fresh
 #   pbx-003 v3      restored from a backup of pbx-001 onto new hardware: stores the key, holds no seat
-#   pbx-004 legacy  its firewall blocks the licensing hosts
-#   pbx-005 v3      fresh; one module switched off for lack of a licence, one by the user
+#   pbx-004 legacy  fresh; one module switched off for lack of a licence, one by the user
+#   pbx-005 v3      its firewall blocks the licensing hosts (the PBX-side probe names the failing stage)
 # playbooks/register_fleet.yml runs twice; the second pass must report changed=0 everywhere and
 # send no write request. A second `make demo` reuses the same fleet and changes nothing at all.
 # Needs `make venv` (the emulator and ansible-core live in .venv).
@@ -76,7 +76,7 @@ if action == "prepare":
         # A backup of pbx-001 restored onto pbx-003, which is new hardware (a new machine identity).
         snapshot = control.snapshot("pbx-001")
         control.restore("pbx-003", snapshot, new_machine=True)
-        rows = control.state("pbx-005")["modules"]
+        rows = control.state("pbx-004")["modules"]
         extra = [
             {"uniqid": "ModuleCallTracking", "name": "Call tracking", "version": "1.4.0", "disabled": "1",
              "disableReason": "DisabledByLicense", "disableReasonText": "License expired (2011)",
@@ -85,11 +85,11 @@ if action == "prepare":
              "disableReason": "DisabledByUser", "disableReasonText": "", "lic_feature_id": "0",
              "lic_product_id": "0"},
         ]
-        control.set_modules("pbx-005", rows + extra)
+        control.set_modules("pbx-004", rows + extra)
         open(state_dir + "/.demo-prepared", "w").write("prepared\n")
-    # Faults are not part of the saved state: block pbx-004's licensing hosts on every start.
-    control.clear_faults("pbx-004")
-    control.add_fault("egress_blocked", pbx="pbx-004")
+    # Faults are not part of the saved state: block pbx-005's licensing hosts on every start.
+    control.clear_faults("pbx-005")
+    control.add_fault("egress_blocked", pbx="pbx-005")
     for item in control.fleet():
         print("  %-8s %-7s %s" % (item["name"], item["generation"], item["url"]))
 elif action == "snapshot":
