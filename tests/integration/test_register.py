@@ -294,7 +294,8 @@ def test_fc04_email_of_another_company_fails_2022_without_retry(fleet, run_playb
     fleet.control.create_company("Other LLC", "taken@example.com")
     before = len(fleet.control.companies())
 
-    run = run_playbook(fleet, [register(company_name='ООО "Ромашка"', email="taken@example.com", contact_name="Иван")])
+    trial = register(company_name='ООО "Ромашка"', email="taken@example.com", contact_name="Иван")
+    run = run_playbook(fleet, [trial])
 
     for host in hosts(fleet):
         result = run.result(host)

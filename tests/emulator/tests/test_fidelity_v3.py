@@ -170,7 +170,8 @@ def test_login_form_encoded_and_query_merge(fleet):
 
 
 def test_jwt_claims(fleet):
-    """§3.1.1 JWT details: HS256 header, payload {userId, role, language, iat, exp, nbf}, TTL 900, admin role admins."""
+    """§3.1.1 JWT details: HS256 header, payload {userId, role, language, iat, exp, nbf}, TTL 900,
+    admin role admins."""
     pbx = shared(fleet)
     token = pbx.jwt()
     assert jwt_header(token) == {"typ": "JWT", "alg": "HS256"}, jwt_header(token)
@@ -448,7 +449,8 @@ def test_legacy_core_routes_gone_404(fleet):
 
 
 def test_feature_status_removed_405(fleet):
-    """§5.1 / §11.8: license:getMikoPBXFeatureStatus was removed -> 405 "Method '…' is not allowed with HTTP GET"."""
+    """§5.1 / §11.8: license:getMikoPBXFeatureStatus was removed -> 405
+    "Method '…' is not allowed with HTTP GET"."""
     pbx = shared(fleet)
     resp = pbx.get(V3 + "/license:getMikoPBXFeatureStatus")
     data = expect(resp, 405, "§5.1")

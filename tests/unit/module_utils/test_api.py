@@ -649,7 +649,8 @@ def test_trial_registration_info_string_and_new_key_is_secret(fake_http):
         Reply(json=v3_ok({"PBXLicense": OTHER_KEY}, "processUserRequest", {"info": "Registration successful"})),
     )
     c = client(api_key=API_KEY)
-    key = register_trial(c, {"company_name": 'ООО "Ромашка"', "email": "a@example.com", "contact_name": "Иван"})
+    company = {"company_name": 'ООО "Ромашка"', "email": "a@example.com", "contact_name": "Иван"}
+    key = register_trial(c, company)
     assert key == OTHER_KEY and OTHER_KEY in c.secrets
     sent = fake_http.requests[0]
     assert sent.json == {"companyname": 'ООО "Ромашка"', "email": "a@example.com", "contact": "Иван"}

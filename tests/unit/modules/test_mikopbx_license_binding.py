@@ -125,13 +125,6 @@ class FakeV3PBX:
         return {"json": envelope(True, {"PBXLicense": key}, {"info": ["Registration completed successfully"]})}
 
 
-@pytest.fixture(autouse=True)
-def _target_side(monkeypatch):
-    # Once a test of the session has imported controller code, ansible-core 2.19 sends module
-    # warnings to the controller's display instead of the result; run the module as a target would.
-    monkeypatch.setattr("ansible.module_utils._internal.is_controller", False)
-
-
 @pytest.fixture
 def world(fake_http):
     licensing = Licensing()

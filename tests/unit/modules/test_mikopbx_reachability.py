@@ -33,14 +33,6 @@ def _bodies(bodies: Any) -> None:
     B = bodies
 
 
-@pytest.fixture(autouse=True)
-def _module_side_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Once any test of the session imports controller code (ansible.errors, filters), ansible-core 2.19
-    # sends module warnings to the controller's display instead of the module result; these tests run
-    # the module as the target side would.
-    monkeypatch.setattr("ansible.module_utils._internal.is_controller", False)
-
-
 def v3_args(**extra: Any) -> dict[str, Any]:
     return dict({"url": PBX_URL, "api_key": API_KEY, "validate_certs": False}, **extra)
 

@@ -549,9 +549,9 @@ def test_fc04_trial_legacy_sends_utf8_form(fake_http, capsys):
     ok = B.legacy_ok({"PBXLicense": NEW_TRIAL_KEY}, messages={"info": "Registration completed successfully"})
     fake_http.set("POST", PROCESS_LEGACY, B.Reply(200, json=ok))
 
-    result = run(
-        capsys, legacy_args(company_name="ООО «Ромашка»", email="it@example.com", contact_name="Иван", phone="+7000")
-    )[0]
+    company = dict(company_name="ООО «Ромашка»", email="it@example.com", contact_name="Иван")
+    company["phone"] = "+7000"
+    result = run(capsys, legacy_args(**company))[0]
 
     assert result["action"] == "registered_trial"
     assert "warnings" not in result  # the legacy API passes values through unchanged
