@@ -383,3 +383,20 @@ def test_script_runs_nothing_from_a_host_value(tmp_path):
     )
     subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30, check=False)
     assert not marker.exists()
+
+
+def test_fc14b_icmp_plays_no_part_so_blocked_ping_is_not_a_failure():
+    """FC-14 (b): a PBX whose firewall drops ICMP but allows TCP 443 must not be reported as failing.
+
+    The probe reaches every licensing host with one HTTPS request (curl) and nothing else: no ICMP
+    tool appears in the fixed script, and a host answering over 443 is ok whatever ICMP does.
+    """
+    words = set(shlex.split(r.PROBE_SCRIPT.replace(";", " ").replace("(", " ").replace(")", " ")))
+    assert not words & {"ping", "ping6", "fping", "traceroute", "mtr"}
+    assert "curl" in words
+
+    output = "MIKOPBX-PROBE\tlic.mikopbx.com\t0\t200\t\n"
+    (result,) = r.parse_probe_output(output, ["lic.mikopbx.com"])
+
+    assert result["ok"] is True
+    assert result["failed_stage"] is None
