@@ -1112,43 +1112,23 @@ class MikoPBXClient:
             except requests.exceptions.SSLError as exc:
                 raise self._tls_error(exc, method, path) from None
             except requests.exceptions.ConnectTimeout:
-                raise MikoPBXError(
-                    "no connection to the PBX within %ss" % self.timeout,
-                    "unreachable",
-                    method=method,
-                    path=path,
-                    url=self.url,
-                    secrets=self.secrets,
+                raise self._transport_error(
+                    "no connection to the PBX within %ss" % self.timeout, method, path
                 ) from None
             except requests.exceptions.ReadTimeout:
-                raise MikoPBXError(
-                    "the PBX did not answer within %ss" % self.timeout,
-                    "timeout",
-                    method=method,
-                    path=path,
-                    url=self.url,
-                    secrets=self.secrets,
+                raise self._transport_error(
+                    "the PBX did not answer within %ss" % self.timeout, method, path, "timeout"
                 ) from None
             except requests.exceptions.ConnectionError as exc:
                 if safe and not login and attempt <= self.retries and _is_connection_reset(exc):
                     self.sleep(self._backoff(attempt, None))
                     continue
-                raise MikoPBXError(
-                    "cannot connect to the PBX: %s" % _short_reason(exc),
-                    "unreachable",
-                    method=method,
-                    path=path,
-                    url=self.url,
-                    secrets=self.secrets,
+                raise self._transport_error(
+                    "cannot connect to the PBX: %s" % _short_reason(exc), method, path
                 ) from None
             except requests.exceptions.RequestException as exc:
-                raise MikoPBXError(
-                    "request to the PBX failed: %s" % _short_reason(exc),
-                    "unreachable",
-                    method=method,
-                    path=path,
-                    url=self.url,
-                    secrets=self.secrets,
+                raise self._transport_error(
+                    "request to the PBX failed: %s" % _short_reason(exc), method, path
                 ) from None
 
             self._learn_secrets(response)
@@ -1159,6 +1139,12 @@ class MikoPBXClient:
                 self.sleep(self._backoff(attempt, response.headers.get("Retry-After")))
                 continue
             return response, result
+
+    def _transport_error(
+        self, message: str, method: str, path: str, classification: str = "unreachable"
+    ) -> MikoPBXError:
+        """An error for a request that got no HTTP answer (connection, timeout, transport)."""
+        return MikoPBXError(message, classification, method=method, path=path, url=self.url, secrets=self.secrets)
 
     def _is_transient(self, result: ApiResult) -> bool:
         status = result.status
