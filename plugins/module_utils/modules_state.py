@@ -18,9 +18,11 @@ the licence reason is a licence problem.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from html.parser import HTMLParser
 from typing import Any
+
+from ansible_collections.mikopbx.marketplace.plugins.module_utils.errors import MikoPBXError
 
 # The only statement mikopbx_module_check ever sends through system:executeSqlRequest.
 MODULES_SQL = (
@@ -512,3 +514,24 @@ def _positive_int(value: Any) -> int | None:
 def remediation_candidates(modules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The modules remediation may touch: disabled for licensing, nothing else."""
     return [m for m in modules if m["licence_problem"]]
+
+
+def read_modules(client: Any, warn: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
+    """The installed modules of the PBX behind ``client`` as module rows (one request at most)."""
+    if client.generation == "v3":
+        result = client.call("system.executeSqlRequest", data={"query": MODULES_SQL, "database": SQL_DATABASE})
+        rows = result.data.get("rows") if isinstance(result.data, dict) else None
+        if not isinstance(rows, list):
+            raise MikoPBXError(
+                "system.executeSqlRequest: the PBX answered without rows",
+                "server",
+                url=client.url,
+                hint="check that this MikoPBX version keeps installed modules in m_PbxExtensionModules",
+            )
+        return rows_from_sql(rows)
+
+    page = client.admin_page(ADMIN_MODULES_PAGE)
+    modules = rows_from_admin_page(page)
+    if not modules and not looks_like_modules_page(page) and warn is not None:
+        warn("the admin modules page of this PBX did not look like the modules page; no installed module was found")
+    return modules

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from ansible_collections.mikopbx.marketplace.plugins.module_utils.errors import MikoPBXError
 
 PROBE_MARKER = "mikopbx-probe-v1"
 LINE_PREFIX = "MIKOPBX-PROBE"
@@ -298,3 +300,100 @@ def summarise(host_results: list[dict[str, Any]], license_ping: dict[str, Any] |
             text += "; its licence ping failed too"
         return False, text
     return False, "every probed host answered, but the PBX's licence ping failed: %s" % license_ping.get("detail")
+
+
+# executeBashCommand refused or unknown: a restricted API key (401/403), or a build without it (404/405).
+_PROBE_UNAVAILABLE = (401, 403, 404, 405)
+
+
+class ReachabilityCheck:
+    """Run the probe on the PBX (or fall back to the licence ping) and shape the result."""
+
+    def __init__(
+        self,
+        client: Any,
+        command: str,
+        hosts: list[str],
+        timeout: int,
+        license_ping: bool = True,
+        warn: Callable[[str], Any] | None = None,
+    ) -> None:
+        self.client = client
+        self.license_ping = license_ping
+        self.warn = warn or (lambda text: None)
+        self.command = command
+        self.hosts = hosts
+        self.timeout = timeout
+
+    def run_probe(self) -> list[dict[str, Any]] | None:
+        """Per-host results, or None when the PBX does not let us run the probe."""
+        if self.client.generation != "v3":
+            return None
+        # The controller must wait at least as long as the PBX may run the probe.
+        seconds = command_timeout(self.timeout)
+        saved = self.client.timeout
+        self.client.timeout = max(saved, seconds + 5)
+        try:
+            result = self.client.call(
+                "system.executeBashCommand", data={"command": self.command, "timeout": seconds}, allow_failure=True
+            )
+        finally:
+            self.client.timeout = saved
+        if not result.ok:
+            err = self.client.error_from_result(result, "system.executeBashCommand", method="POST")
+            if result.status in _PROBE_UNAVAILABLE or err.classification == "unsupported":
+                self.warn(
+                    "the PBX refused the reachability probe (%s); only its licence ping was checked. Use a login or "
+                    "an API key with full permissions for the per-host stages." % err.message
+                )
+                return None
+            raise err
+        data = result.data if isinstance(result.data, dict) else {}
+        return parse_probe_output(str(data.get("output") or ""), self.hosts)
+
+    def ping(self) -> dict[str, Any]:
+        """The PBX licence library's own verdict. Not repeated by the client: the PBX already tries 3 times."""
+        try:
+            result = self.client.call("license.ping", allow_failure=True, safe=False)
+        except MikoPBXError as err:
+            if err.classification != "timeout":
+                raise
+            return {"ok": False, "detail": "the licence ping did not finish in time: %s" % err.message}
+        if result.ok:
+            return {"ok": True, "detail": "the PBX's licence library reached the licensing server"}
+        err = self.client.error_from_result(result, "license.ping", method="GET")
+        if result.status in (401, 403, 429):
+            raise err
+        if err.classification == "timeout":
+            return {
+                "ok": False,
+                "detail": "the PBX's API worker gave up waiting for the licence ping: the licensing server most "
+                "likely did not answer",
+            }
+        text = result.error_text()
+        return {
+            "ok": False,
+            "detail": "the licence ping failed (the PBX tries three times)%s" % ((": " + text) if text else ""),
+        }
+
+    def run(self) -> dict[str, Any]:
+        host_results = self.run_probe()
+        method = "pbx_probe" if host_results is not None else "license_ping_only"
+
+        license_ping = None
+        if self.license_ping or host_results is None:
+            license_ping = self.ping()
+
+        host_results = host_results or []
+        reachable, msg = summarise(host_results, license_ping)
+        return {
+            "changed": False,
+            "generation": self.client.generation,
+            "method": method,
+            "reachable": reachable,
+            "hosts": host_results,
+            "license_ping": license_ping,
+            "first_failure": first_failure(host_results, license_ping),
+            "probe_command": self.command,
+            "msg": msg if method == "pbx_probe" else "%s (licence ping only: no per-host probe)" % msg,
+        }

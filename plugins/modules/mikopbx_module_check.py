@@ -362,27 +362,7 @@ class ModuleChecker:
 
     # -- reading ---------------------------------------------------------------------------------
     def read_modules(self) -> list[dict[str, Any]]:
-        if self.client.generation == "v3":
-            result = self.client.call(
-                "system.executeSqlRequest", data={"query": ms.MODULES_SQL, "database": ms.SQL_DATABASE}
-            )
-            rows = result.data.get("rows") if isinstance(result.data, dict) else None
-            if not isinstance(rows, list):
-                raise MikoPBXError(
-                    "system.executeSqlRequest: the PBX answered without rows",
-                    "server",
-                    url=self.client.url,
-                    hint="check that this MikoPBX version keeps installed modules in m_PbxExtensionModules",
-                )
-            return ms.rows_from_sql(rows)
-
-        page = self.client.admin_page(ms.ADMIN_MODULES_PAGE)
-        modules = ms.rows_from_admin_page(page)
-        if not modules and not ms.looks_like_modules_page(page):
-            self.module.warn(
-                "the admin modules page of this PBX did not look like the modules page; no installed module was found"
-            )
-        return modules
+        return ms.read_modules(self.client, self.module.warn)
 
     def reread_modules(self) -> list[dict[str, Any]]:
         # The legacy page is cached by the client (it also holds the settings): drop it first.

@@ -224,9 +224,6 @@ from ansible_collections.mikopbx.marketplace.plugins.module_utils import common
 from ansible_collections.mikopbx.marketplace.plugins.module_utils import reachability as rc
 from ansible_collections.mikopbx.marketplace.plugins.module_utils.errors import MikoPBXError
 
-# executeBashCommand refused or unknown: a restricted API key (401/403), or a build without it (404/405).
-_PROBE_UNAVAILABLE = (401, 403, 404, 405)
-
 
 def argument_spec() -> dict[str, Any]:
     spec = common.connection_argument_spec()
@@ -238,90 +235,6 @@ def argument_spec() -> dict[str, Any]:
         fail_on_unreachable=dict(type="bool", default=False),
     )
     return spec
-
-
-class ReachabilityCheck:
-    """Run the probe on the PBX (or fall back to the licence ping) and shape the result."""
-
-    def __init__(self, module: AnsibleModule, client: Any, command: str, hosts: list[str], timeout: int) -> None:
-        self.module = module
-        self.client = client
-        self.command = command
-        self.hosts = hosts
-        self.timeout = timeout
-
-    def run_probe(self) -> list[dict[str, Any]] | None:
-        """Per-host results, or None when the PBX does not let us run the probe."""
-        if self.client.generation != "v3":
-            return None
-        # The controller must wait at least as long as the PBX may run the probe.
-        seconds = rc.command_timeout(self.timeout)
-        saved = self.client.timeout
-        self.client.timeout = max(saved, seconds + 5)
-        try:
-            result = self.client.call(
-                "system.executeBashCommand", data={"command": self.command, "timeout": seconds}, allow_failure=True
-            )
-        finally:
-            self.client.timeout = saved
-        if not result.ok:
-            err = self.client.error_from_result(result, "system.executeBashCommand", method="POST")
-            if result.status in _PROBE_UNAVAILABLE or err.classification == "unsupported":
-                self.module.warn(
-                    "the PBX refused the reachability probe (%s); only its licence ping was checked. Use a login or "
-                    "an API key with full permissions for the per-host stages." % err.message
-                )
-                return None
-            raise err
-        data = result.data if isinstance(result.data, dict) else {}
-        return rc.parse_probe_output(str(data.get("output") or ""), self.hosts)
-
-    def ping(self) -> dict[str, Any]:
-        """The PBX licence library's own verdict. Not repeated by the client: the PBX already tries 3 times."""
-        try:
-            result = self.client.call("license.ping", allow_failure=True, safe=False)
-        except MikoPBXError as err:
-            if err.classification != "timeout":
-                raise
-            return {"ok": False, "detail": "the licence ping did not finish in time: %s" % err.message}
-        if result.ok:
-            return {"ok": True, "detail": "the PBX's licence library reached the licensing server"}
-        err = self.client.error_from_result(result, "license.ping", method="GET")
-        if result.status in (401, 403, 429):
-            raise err
-        if err.classification == "timeout":
-            return {
-                "ok": False,
-                "detail": "the PBX's API worker gave up waiting for the licence ping: the licensing server most "
-                "likely did not answer",
-            }
-        text = result.error_text()
-        return {
-            "ok": False,
-            "detail": "the licence ping failed (the PBX tries three times)%s" % ((": " + text) if text else ""),
-        }
-
-    def run(self) -> dict[str, Any]:
-        host_results = self.run_probe()
-        method = "pbx_probe" if host_results is not None else "license_ping_only"
-
-        license_ping = None
-        if self.module.params["license_ping"] or host_results is None:
-            license_ping = self.ping()
-
-        host_results = host_results or []
-        reachable, msg = rc.summarise(host_results, license_ping)
-        return {
-            "changed": False,
-            "generation": self.client.generation,
-            "method": method,
-            "reachable": reachable,
-            "hosts": host_results,
-            "license_ping": license_ping,
-            "first_failure": rc.first_failure(host_results, license_ping),
-            "probe_command": self.command,
-            "msg": msg if method == "pbx_probe" else "%s (licence ping only: no per-host probe)" % msg,
-        }
 
 
 def main() -> None:
@@ -341,7 +254,7 @@ def main() -> None:
         module.fail_json(msg="%s (nothing was sent to the PBX)" % exc, changed=False)
 
     client = common.client_from_module(module)
-    check = ReachabilityCheck(module, client, command, hosts, timeout)
+    check = rc.ReachabilityCheck(client, command, hosts, timeout, module.params["license_ping"], module.warn)
     try:
         result = check.run()
     except MikoPBXError as err:
