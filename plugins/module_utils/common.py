@@ -284,21 +284,23 @@ def _module_secrets(module: Any, client: MikoPBXClient | None) -> set[str]:
     return {str(s) for s in secrets if s}
 
 
-def fail_from_error(
-    module: Any, err: MikoPBXError, action: str, client: MikoPBXClient | None = None, **extra: Any
-) -> NoReturn:
-    """``fail_json`` with a message naming the PBX, the action, the cause, HTTP status, the PBX's
-    own message and the fix, plus ``error`` = the classified error (all masked)."""
+def error_result(module: Any, err: MikoPBXError, action: str, client: MikoPBXClient | None = None) -> dict[str, Any]:
+    """``msg`` naming the PBX, the action, the cause, HTTP status, the PBX's own message and the fix,
+    plus ``error`` = the classified error, all masked: what a failed task returns."""
     secrets = _module_secrets(module, client)
     err.attach_secrets(secrets | set(getattr(err, "_secrets", None) or ()))
     _add_option_hints(module, err)
     url = err.url or safe_url(module.params.get("url")) or "the PBX"
     msg = "MikoPBX %s: failed to %s: %s" % (url, action, err.describe())
-    module.fail_json(
-        msg=mask_text(msg, secrets),
-        error=mask_secrets(err.to_dict(), secrets),
-        **mask_secrets(extra, secrets),
-    )
+    return {"msg": mask_text(msg, secrets), "error": mask_secrets(err.to_dict(), secrets)}
+
+
+def fail_from_error(
+    module: Any, err: MikoPBXError, action: str, client: MikoPBXClient | None = None, **extra: Any
+) -> NoReturn:
+    """``fail_json`` with the result of :func:`error_result` and ``extra`` (masked)."""
+    result = error_result(module, err, action, client)
+    module.fail_json(**result, **mask_secrets(extra, _module_secrets(module, client)))
     raise AssertionError("fail_json returned")  # pragma: no cover - fail_json exits
 
 

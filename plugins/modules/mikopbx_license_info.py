@@ -20,7 +20,8 @@ description:
     PBX could not reach the licensing service (V(unknown), with RV(licence_error)).
   - Works with MikoPBX 2026.1 (REST API v3) and 2024.x (legacy API); the generation is detected
     automatically.
-  - With O(api_key) this module sends at most three HTTP requests to the PBX.
+  - With O(api_key) this module sends at most three HTTP requests to the PBX, plus two for O(reachability)
+    and one for O(modules).
   - On MikoPBX 2024.x a failed licence read carries no reason; the module then asks the PBX's base
     feature check once more to tell V(binding_required) from V(unknown).
 author:
@@ -48,7 +49,47 @@ options:
         contacting the PBX."
     type: bool
     default: false
+  reachability:
+    description:
+      - Also check, on the PBX, that it reaches the licensing hosts, exactly as
+        M(mikopbx.marketplace.mikopbx_reachability) does, and return the verdict as RV(reachability).
+      - Saves a second module run per PBX on large fleets (the fleet role uses it). Omit it to skip the check.
+      - The sub-options are validated before anything is sent to the PBX.
+    type: dict
+    suboptions:
+      hosts:
+        description: Licensing host names the PBX must reach (DNS names only, at most 10).
+        type: list
+        elements: str
+        default: [lic.miko.ru, lic.mikopbx.com]
+      port:
+        description: TCP port of the HTTPS service on the licensing hosts.
+        type: int
+        default: 443
+      probe_timeout:
+        description: Seconds the PBX waits for each host to resolve, connect and complete the TLS handshake (1-20).
+        type: int
+        default: 10
+      license_ping:
+        description: Also run the PBX's licence library ping (C(license:ping)).
+        type: bool
+        default: true
+  modules:
+    description:
+      - Also read the installed extension modules, as M(mikopbx.marketplace.mikopbx_module_check) does without
+        the marketplace check and without remediation, and return them as RV(modules).
+      - Omit it to skip the read.
+    type: dict
+    suboptions:
+      required:
+        description:
+          - Module ids (C(uniqid)) that must be installed and enabled; problems go to RV(modules.required_problems).
+        type: list
+        elements: str
+        default: []
 notes:
+  - A failure of the O(reachability) check or of the O(modules) read does not fail the task: the section then
+    holds C(failed=true), C(msg) and C(error), and the licence facts are returned as usual.
   - The licence information is read through the PBX, which asks the licensing service; the PBX caches
     a successful answer for 120 seconds, so seat figures may lag by that much.
   - On MikoPBX 2024.x the key and version are read from the admin web interface (there is no REST
@@ -61,6 +102,7 @@ seealso:
   - module: mikopbx.marketplace.mikopbx_license_binding
   - module: mikopbx.marketplace.mikopbx_register
   - module: mikopbx.marketplace.mikopbx_reachability
+  - module: mikopbx.marketplace.mikopbx_module_check
 """
 
 EXAMPLES = r"""
@@ -97,6 +139,21 @@ EXAMPLES = r"""
     reveal_license_key: true
   register: licence_clear
   no_log: true
+
+- name: Licence facts, licensing-host reachability and installed modules in one run
+  mikopbx.marketplace.mikopbx_license_info:
+    url: "{{ mikopbx_url }}"
+    api_key: "{{ mikopbx_api_key }}"
+    reachability:
+      probe_timeout: 5
+    modules:
+      required: [ModuleUsersUI]
+  register: pbx
+
+- name: Name the PBXs that cannot reach the licensing hosts or lack a required module
+  ansible.builtin.debug:
+    msg: "{{ inventory_hostname }}: {{ pbx.reachability.msg }}; {{ pbx.modules.required_problems | length }} problems"
+  when: not pbx.reachability.reachable | default(false) or pbx.modules.required_problems | default([]) | length > 0
 
 - name: Credentials from the environment (MIKOPBX_URL, MIKOPBX_API_KEY, MIKOPBX_CA_PATH)
   mikopbx.marketplace.mikopbx_license_info:
@@ -270,17 +327,44 @@ licence_error:
       description: The fix.
       type: str
   sample: null
+reachability:
+  description:
+    - The PBX's reachability of the licensing hosts, with the fields of
+      M(mikopbx.marketplace.mikopbx_reachability)'s result (C(reachable), C(method), C(hosts), C(license_ping),
+      C(first_failure), C(probe_command), C(msg)).
+    - When the check itself failed, C(failed=true) with C(msg) and C(error) instead.
+  returned: when O(reachability) is given and the licence facts were read
+  type: dict
+  sample:
+    reachable: false
+    method: pbx_probe
+    first_failure: {host: lic.mikopbx.com, stage: tcp, detail: "TCP connection timed out (curl exit 28)"}
+modules:
+  description:
+    - The installed modules, with the fields of M(mikopbx.marketplace.mikopbx_module_check)'s result
+      (C(modules), C(summary), C(licence_problems), C(required_problems)); C(marketplace) says it was not checked
+      and C(remediation) is empty.
+    - When the read failed, C(failed=true) with C(msg) and C(error) instead.
+  returned: when O(modules) is given and the licence facts were read
+  type: dict
+  sample:
+    summary: {total: 3, enabled: 2, disabled: 1, licence_problems: 1, disabled_by_licence: 1}
+    licence_problems: [{uniqid: ModuleCTIClient, name: CTI client}]
+    required_problems: []
 """
 
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.mikopbx.marketplace.plugins.module_utils import modules_state as ms
+from ansible_collections.mikopbx.marketplace.plugins.module_utils import reachability as rc
 from ansible_collections.mikopbx.marketplace.plugins.module_utils.common import (
     check_connection_options,
     client_from_module,
     connection_argument_spec,
     connection_module_kwargs,
+    error_result,
     fail_from_error,
 )
 from ansible_collections.mikopbx.marketplace.plugins.module_utils.errors import MikoPBXError
@@ -331,10 +415,60 @@ def _summary(result: dict[str, Any]) -> str:
     return "licence key %s is bound to this PBX" % key
 
 
+def _reachability(module: Any, client: Any, probe: tuple[str, list[str], int, int]) -> dict[str, Any]:
+    command, hosts, _port, timeout = probe
+    ping = module.params["reachability"]["license_ping"]
+    try:
+        result = rc.ReachabilityCheck(client, command, hosts, timeout, ping, module.warn).run()
+    except MikoPBXError as err:
+        return dict(
+            error_result(module, err, "check the PBX's reachability of the licensing servers", client), failed=True
+        )
+    result.pop("changed", None)
+    result.pop("generation", None)
+    return result
+
+
+def _modules(module: Any, client: Any) -> dict[str, Any]:
+    try:
+        modules = ms.read_modules(client, module.warn)
+    except MikoPBXError as err:
+        return dict(error_result(module, err, "read the installed modules", client), failed=True)
+    not_checked = {
+        "status": "skipped",
+        "message": "not checked (read by mikopbx_license_info)",
+        "modules_available": None,
+    }
+    return {
+        "modules": modules,
+        "summary": ms.summarise(modules),
+        "licence_problems": ms.licence_problems(modules),
+        "required_problems": ms.required_problems(modules, module.params["modules"]["required"]),
+        "marketplace": not_checked,
+        "remediation": [],
+    }
+
+
+def argument_spec() -> dict[str, Any]:
+    spec = connection_argument_spec()
+    spec.update(
+        reveal_license_key=dict(type="bool", default=False, no_log=False),
+        reachability=dict(
+            type="dict",
+            options=dict(
+                hosts=dict(type="list", elements="str", default=list(rc.DEFAULT_HOSTS)),
+                port=dict(type="int", default=rc.DEFAULT_PORT),
+                probe_timeout=dict(type="int", default=rc.DEFAULT_TIMEOUT),
+                license_ping=dict(type="bool", default=True),
+            ),
+        ),
+        modules=dict(type="dict", options=dict(required=dict(type="list", elements="str", default=[]))),
+    )
+    return spec
+
+
 def main() -> None:
-    argument_spec = connection_argument_spec()
-    argument_spec.update(reveal_license_key=dict(type="bool", default=False, no_log=False))
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, **connection_module_kwargs())
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, **connection_module_kwargs())
 
     # Connection options are checked before anything else, a password in the url included.
     check_connection_options(module)
@@ -342,6 +476,14 @@ def main() -> None:
     reveal = module.params["reveal_license_key"]
     if reveal and not module.no_log:
         module.fail_json(msg="reveal_license_key: true is only allowed on a task with no_log: true")
+
+    probe = None
+    if module.params["reachability"] is not None:
+        wanted = module.params["reachability"]
+        try:
+            probe = rc.build_probe_command(wanted["hosts"], wanted["port"], wanted["probe_timeout"])
+        except rc.ProbeInputError as exc:
+            module.fail_json(msg="reachability: %s (nothing was sent to the PBX)" % exc, changed=False)
 
     client = client_from_module(module)
     try:
@@ -393,6 +535,11 @@ def main() -> None:
             result["products"] = info["products"]
             result["seats"] = seat_figures(info["products"])
             result["expiry"] = _earliest_expiry(info["products"])
+
+    if probe is not None:
+        result["reachability"] = _reachability(module, client, probe)
+    if module.params["modules"] is not None:
+        result["modules"] = _modules(module, client)
 
     if reveal and key:
         # The client registered the key as a no_log value; the task itself is no_log.
