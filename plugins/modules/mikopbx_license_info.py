@@ -88,7 +88,7 @@ options:
         elements: str
         default: []
 notes:
-  - A failure of the O(reachability) check or of the O(modules) read does not fail the task: the section then
+  - A failure of the O(reachability) check or of the O(modules) read does not fail the task; the section then
     holds C(failed=true), C(msg) and C(error), and the licence facts are returned as usual.
   - The licence information is read through the PBX, which asks the licensing service; the PBX caches
     a successful answer for 120 seconds, so seat figures may lag by that much.
