@@ -187,9 +187,9 @@ def run_job(job: str, size: int, workdir: Path) -> dict[str, Any]:
             result["requests"] = request_delta(before, after)
             result["module_runs"], result["module_functions"] = module_runs(output, module_tasks)
             total = result["requests"]["total"]
-            runs, functions = result["module_runs"], result["module_functions"]
-            result["requests_per_module_run"] = round(total / runs, 2) if runs else None
-            result["requests_per_module"] = round(total / functions, 2) if functions else None
+            n_runs, n_functions = result["module_runs"], result["module_functions"]
+            result["requests_per_module_run"] = round(total / n_runs, 2) if n_runs else None
+            result["requests_per_module"] = round(total / n_functions, 2) if n_functions else None
             result["bound_after"] = bound_hosts(fleet, key)
             runs[run] = result
             print(
