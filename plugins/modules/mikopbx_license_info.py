@@ -83,7 +83,7 @@ options:
     suboptions:
       required:
         description:
-          - Module ids (C(uniqid)) that must be installed and enabled; problems go to RV(modules.required_problems).
+          - Module ids (C(uniqid)) that must be installed and enabled; problems go to C(required_problems) in RV(modules).
         type: list
         elements: str
         default: []
