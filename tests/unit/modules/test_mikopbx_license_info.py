@@ -354,3 +354,89 @@ def test_v3_licensing_connectivity_failures_are_unknown(capsys, fake_http, raw, 
     assert result["binding_status"] == "unknown"
     assert result["licence_error"]["classification"] == "unreachable"
     assert words in result["licence_error"]["hint"]
+
+
+# ------------------------------------------------------------------ optional sections
+
+BASH = V3 + "system:executeBashCommand"
+PING_V3 = V3 + "license:ping"
+LICENCE_OK = Reply(json=v3_ok({"licenseInfo": license_info_string(KEY, 10, 4, [])}, "getLicenseInfo"))
+MODULE_ROWS = [
+    {
+        "uniqid": "ModuleUsersUI",
+        "name": "Users",
+        "version": "1.0",
+        "disabled": "1",
+        "disableReason": "DisabledByLicense",
+    },
+    {"uniqid": "ModuleBackup", "name": "Backup", "version": "2.0", "disabled": "0", "disableReason": ""},
+]
+
+
+def probe_reply(*lines: tuple[str, int, str, str]) -> Any:
+    def reply(request: Any) -> Reply:
+        output = "".join("MIKOPBX-PROBE\t%s\t%s\t%s\t%s\n" % line for line in lines)
+        data = {"command": request.json["command"], "output": output, "exitCode": 0}
+        return Reply(json=v3_ok(data, "executeBashCommand"))
+
+    return reply
+
+
+def modules_rows(rows: list[dict[str, Any]]) -> Reply:
+    return Reply(json=v3_ok({"rows": rows, "rowCount": len(rows), "affectedRows": 0}, "executeSqlRequest"))
+
+
+def test_sections_read_reachability_and_modules_in_the_same_run(capsys, fake_http):
+    fake_http.add("POST", SQL, settings_rows(KEY), modules_rows(MODULE_ROWS))
+    fake_http.add("GET", INFO_V3, LICENCE_OK)
+    fake_http.add("POST", BASH, probe_reply(("lic.miko.ru", 0, "200", ""), ("lic.mikopbx.com", 28, "000", "timeout")))
+    fake_http.add("GET", PING_V3, Reply(json=v3_ok(function="ping")))
+
+    result, out = run(capsys, v3_args(reachability={"probe_timeout": 3}, modules={"required": ["ModuleUsersUI"]}))
+
+    assert result.get("failed") is not True, result
+    assert result["binding_status"] == "ok"
+    reach = result["reachability"]
+    assert reach["method"] == "pbx_probe" and reach["reachable"] is False
+    assert reach["first_failure"]["host"] == "lic.mikopbx.com" and reach["first_failure"]["stage"] == "tcp"
+    assert reach["license_ping"]["ok"] is True
+    assert "changed" not in reach and "generation" not in reach
+    modules = result["modules"]
+    assert [m["uniqid"] for m in modules["modules"]] == ["ModuleBackup", "ModuleUsersUI"]  # sorted by id
+    assert [p["uniqid"] for p in modules["licence_problems"]] == ["ModuleUsersUI"]
+    assert [(p["uniqid"], p["problem"]) for p in modules["required_problems"]] == [("ModuleUsersUI", "licence")]
+    assert modules["marketplace"]["status"] == "skipped" and modules["remediation"] == []
+    assert fake_http.calls() == [("POST", SQL), ("GET", INFO_V3), ("POST", BASH), ("GET", PING_V3), ("POST", SQL)]
+    assert "SELECT uniqid" in fake_http.requests[-1].json["query"]
+    assert_no_secrets(out)
+
+
+def test_a_failed_modules_read_is_reported_in_its_section(capsys, fake_http):
+    fake_http.add("POST", SQL, settings_rows(KEY), Reply(json=v3_ok({"unexpected": True}, "executeSqlRequest")))
+    fake_http.add("GET", INFO_V3, LICENCE_OK)
+
+    result, out = run(capsys, v3_args(modules={}))
+
+    assert result.get("failed") is not True
+    assert result["binding_status"] == "ok" and result["seats"]["count"] == 10
+    section = result["modules"]
+    assert section["failed"] is True
+    assert "failed to read the installed modules" in section["msg"] and "without rows" in section["msg"]
+    assert section["error"]["classification"] == "server"
+    assert "reachability" not in result
+    assert_no_secrets(out)
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ({"hosts": ["lic.mikopbx.com:443"]}, "lic.mikopbx.com:443"),
+        ({"probe_timeout": 60}, "probe_timeout"),
+    ],
+)
+def test_bad_reachability_options_fail_before_any_request(capsys, fake_http, options, words):
+    result = run(capsys, v3_args(reachability=options))[0]
+    assert result["failed"] is True
+    assert result["msg"].startswith("reachability: ") and words in result["msg"], result["msg"]
+    assert "nothing was sent" in result["msg"]
+    assert fake_http.requests == []
