@@ -29,9 +29,9 @@ author:
   - mikopbx.marketplace maintainers (@mikopbx-marketplace)
 extends_documentation_fragment:
   - mikopbx.marketplace.connection
+  - mikopbx.marketplace.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - No write request reaches the PBX in check mode, C(license:resetKey) included although it is an HTTP GET.
@@ -39,15 +39,9 @@ attributes:
       - Without O(known_seats) check mode cannot know whether the licensing service would grant a seat, so a
         predicted bind may still fail with licence error 2008 in the real run.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details:
       - The diff shows the stored key (masked) and the binding status before and after.
-  action_group:
-    description: Use C(group/mikopbx.marketplace.mikopbx) in C(module_defaults) to set defaults for this module.
-    support: full
-    membership:
-      - mikopbx.marketplace.mikopbx
 options:
   state:
     description:

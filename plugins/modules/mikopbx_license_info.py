@@ -28,19 +28,13 @@ author:
   - mikopbx.marketplace maintainers (@mikopbx-marketplace)
 extends_documentation_fragment:
   - mikopbx.marketplace.connection
+  - mikopbx.marketplace.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The module only reads; it behaves the same in check mode.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
-  action_group:
-    description: Use C(group/mikopbx.marketplace.mikopbx) in C(module_defaults) to set defaults for this module.
-    support: full
-    membership:
-      - mikopbx.marketplace.mikopbx
 options:
   reveal_license_key:
     description:

@@ -29,26 +29,20 @@ author:
   - mikopbx.marketplace maintainers (@mikopbx-marketplace)
 extends_documentation_fragment:
   - mikopbx.marketplace.connection
+  - mikopbx.marketplace.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Everything is read as in a normal run. With O(remediate=true) no licence capture and no enable request
         is sent; RV(remediation) lists the modules that would be tried, and the task reports a change when there is
         at least one.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: partial
     details:
       - Only with O(remediate=true). The diff shows the enabled state and disable reason of the modules that
         remediation brought back; in check mode, of the modules it would try (whether the licence allows it is
         only known in a real run).
-  action_group:
-    description: Use C(group/mikopbx.marketplace.mikopbx) in C(module_defaults) to set defaults for this module.
-    support: full
-    membership:
-      - mikopbx.marketplace.mikopbx
 options:
   required:
     description:

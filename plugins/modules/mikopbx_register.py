@@ -26,24 +26,18 @@ author:
   - mikopbx.marketplace maintainers (@mikopbx-marketplace)
 extends_documentation_fragment:
   - mikopbx.marketplace.connection
+  - mikopbx.marketplace.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - In check mode only the stored key is read; no registration request is sent. The result
         says which action would be taken.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details:
       - The diff shows the stored key before and after, masked as C(MIKO-*****-*****-*****-DDDDD).
         After a trial registration in check mode the new key is not known yet and is shown as a placeholder.
-  action_group:
-    description: Use C(group/mikopbx.marketplace.mikopbx) in C(module_defaults) to set defaults for this module.
-    support: full
-    membership:
-      - mikopbx.marketplace.mikopbx
 options:
   license_key:
     description:
