@@ -77,7 +77,8 @@ options:
     suboptions:
       required:
         description:
-          - Module ids (C(uniqid)) that must be installed and enabled; problems go to C(required_problems) in RV(modules).
+          - Module ids (C(uniqid)) that must be installed and enabled; problems go to C(required_problems)
+            in RV(modules).
         type: list
         elements: str
         default: []
