@@ -52,20 +52,21 @@ options:
     type: dict
     suboptions:
       hosts:
-        description: Licensing host names the PBX must reach (DNS names only, at most 10).
+        description: Licensing host names to check; see O(mikopbx.marketplace.mikopbx_reachability#module:hosts).
         type: list
         elements: str
         default: [lic.miko.ru, lic.mikopbx.com]
       port:
-        description: TCP port of the HTTPS service on the licensing hosts.
+        description: TCP port of the licensing hosts; see O(mikopbx.marketplace.mikopbx_reachability#module:port).
         type: int
         default: 443
       probe_timeout:
-        description: Seconds the PBX waits for each host to resolve, connect and complete the TLS handshake (1-20).
+        description: Seconds per host (1-20); see O(mikopbx.marketplace.mikopbx_reachability#module:probe_timeout).
         type: int
         default: 10
       license_ping:
-        description: Also run the PBX's licence library ping (C(license:ping)).
+        description:
+          - Also run the PBX's licence ping; see O(mikopbx.marketplace.mikopbx_reachability#module:license_ping).
         type: bool
         default: true
   modules:
