@@ -322,6 +322,8 @@ def run_playbook(tmp_path: Path) -> Callable[..., PlaybookRun]:
     Keyword arguments: ``check``, ``diff``, ``verbosity`` (0-4), ``limit``, ``env`` (added to a
     clean environment: ANSIBLE_*/MIKOPBX_* variables of the caller are dropped), ``connection``,
     ``extra_args``, ``play_extra``, or ``playbook`` (a full play list instead of ``tasks``).
+    The default ``connection`` is CONNECTION_AUTO: the generation comes from the emulator's inventory,
+    so no detection request is sent and request counts are the module's own.
     """
     counter = {"n": 0}
 

@@ -21,14 +21,6 @@ CHECK = "mikopbx.marketplace.mikopbx_module_check"
 REQUIRED = ["ModuleUsersUI", "ModuleBackup", "ModuleMissing"]
 SECTIONS = {"reachability": {"probe_timeout": 2}, "modules": {"required": REQUIRED}}
 
-CONNECTION = {
-    "url": "{{ mikopbx_url }}",
-    "api_key": "{{ mikopbx_api_key | default(omit) }}",
-    "username": "{{ omit if mikopbx_api_key is defined else mikopbx_username }}",
-    "password": "{{ omit if mikopbx_api_key is defined else mikopbx_password }}",
-    "ca_path": "{{ mikopbx_ca_path }}",
-    "api_generation": "{{ mikopbx_generation }}",
-}
 # Switched off by the PBX for lack of a licence, by the administrator, and one that runs.
 MODULE_ROWS = [
     {"uniqid": "ModuleUsersUI", "disabled": "1", "disableReason": "DisabledByLicense", "disableReasonText": ""},
@@ -57,7 +49,7 @@ def test_sections_match_the_dedicated_modules_on_both_generations(start_fleet, r
     for host in fleet.names():
         fleet.control.clear_requests(host)
 
-    combined = run_playbook(fleet, [{"name": "info", INFO: SECTIONS}], connection=CONNECTION)
+    combined = run_playbook(fleet, [{"name": "info", INFO: SECTIONS}])
 
     # One module run per PBX; nothing written; on 2026.1 with an API key: settings, licence info,
     # probe, licence ping, module table.
@@ -73,7 +65,6 @@ def test_sections_match_the_dedicated_modules_on_both_generations(start_fleet, r
             {"name": "reach", REACH: {"probe_timeout": 2}},
             {"name": "check", CHECK: {"required": REQUIRED, "check_marketplace": False, "fail_on": []}},
         ],
-        connection=CONNECTION,
     )
 
     for host in fleet.names():
@@ -106,7 +97,7 @@ def test_without_sections_nothing_extra_is_asked(start_fleet, run_playbook):
     host = fleet.names()[0]
     fleet.control.clear_requests(host)
 
-    run = run_playbook(fleet, [{"name": "info", INFO: {}}], connection=CONNECTION)
+    run = run_playbook(fleet, [{"name": "info", INFO: {}}])
 
     result = run.result(host, "info")
     assert "reachability" not in result and "modules" not in result
@@ -122,7 +113,7 @@ def test_a_failing_section_keeps_the_licence_facts(start_fleet, run_playbook):
     fleet.control.seed_key(host, key, bind=True)
     fleet.control.add_fault("queue_full", pbx=host, count=20, match="executeBashCommand")
 
-    run = run_playbook(fleet, [{"name": "info", INFO: SECTIONS}], connection=CONNECTION, verbosity=3)
+    run = run_playbook(fleet, [{"name": "info", INFO: SECTIONS}], verbosity=3)
 
     result = run.result(host, "info")
     assert result.get("failed") is not True, result.get("msg")
@@ -144,7 +135,6 @@ def test_bad_probe_options_fail_before_any_request(start_fleet, run_playbook):
     run = run_playbook(
         fleet,
         [{"name": "info", INFO: {"reachability": {"hosts": ["https://lic.mikopbx.com/"]}}}],
-        connection=CONNECTION,
     )
 
     result = run.result(host, "info")

@@ -16,17 +16,6 @@ MODULE = "mikopbx.marketplace.mikopbx_module_check"
 USERS_PRODUCT = {"id": 101, "name": "Users and access rights", "trial": False}
 USERS_FEATURE = {"id": 201, "name": "Users and access rights", "count": 10, "counteach": 1}
 
-# The connection with the generation from the inventory: no detection request, so the request counts
-# below are the module's own.
-CONNECTION = {
-    "url": "{{ mikopbx_url }}",
-    "api_key": "{{ mikopbx_api_key | default(omit) }}",
-    "username": "{{ omit if mikopbx_api_key is defined else mikopbx_username }}",
-    "password": "{{ omit if mikopbx_api_key is defined else mikopbx_password }}",
-    "ca_path": "{{ mikopbx_ca_path }}",
-    "api_generation": "{{ mikopbx_generation }}",
-}
-
 
 def fc12_rows(generation: str) -> list[dict[str, Any]]:
     """Four disabled modules (user, exception, crash loop on v3; the licence one is switched off by the
@@ -113,7 +102,7 @@ def test_fc12_reasons_remediation_and_check_mode(start_fleet, run_playbook, gene
     key = prepare_fc12(fleet, host)
 
     # --- 1. the report: per-module reason and text, only the disabled licence module is a problem
-    run = run_playbook(fleet, [{"name": "check", MODULE: {"required": ["ModuleTemplate"]}}], connection=CONNECTION)
+    run = run_playbook(fleet, [{"name": "check", MODULE: {"required": ["ModuleTemplate"]}}])
     result = run.result(host, "check")
     assert result.get("failed") is not True, result.get("msg")
     assert result["changed"] is False
@@ -157,7 +146,7 @@ def test_fc12_reasons_remediation_and_check_mode(start_fleet, run_playbook, gene
 
     # --- 2. FC-06: check mode with remediation sends no write request
     fleet.control.clear_requests(host)
-    run = run_playbook(fleet, [{"name": "check", MODULE: {"remediate": True}}], connection=CONNECTION, check=True)
+    run = run_playbook(fleet, [{"name": "check", MODULE: {"remediate": True}}], check=True)
     result = run.result(host, "check")
     assert result["changed"] is True
     assert result["remediation"] == [
@@ -177,7 +166,7 @@ def test_fc12_reasons_remediation_and_check_mode(start_fleet, run_playbook, gene
     # --- 3. remediation while the licence is still expired: one attempt, clear message, left alone
     for attempt in (1, 2):
         fleet.control.clear_requests(host)
-        run = run_playbook(fleet, [{"name": "fix", MODULE: {"remediate": True}}], connection=CONNECTION)
+        run = run_playbook(fleet, [{"name": "fix", MODULE: {"remediate": True}}])
         result = run.result(host, "fix")
         assert result["changed"] is False, attempt
         [entry] = result["remediation"]
@@ -201,7 +190,7 @@ def test_fc12_reasons_remediation_and_check_mode(start_fleet, run_playbook, gene
     renew_licence(fleet, key)
     fleet.control.clear_requests(host)
     task = {"name": "fix", MODULE: {"remediate": True, "fail_on": ["licence"]}}
-    run = run_playbook(fleet, [task], connection=CONNECTION, diff=True)
+    run = run_playbook(fleet, [task], diff=True)
     result = run.result(host, "fix")
     assert result.get("failed") is not True, result.get("msg")
     assert result["changed"] is True
@@ -222,7 +211,7 @@ def test_fc12_reasons_remediation_and_check_mode(start_fleet, run_playbook, gene
 
     # --- 5. idempotent: nothing left to remediate, no write
     fleet.control.clear_requests(host)
-    run = run_playbook(fleet, [{"name": "fix", MODULE: {"remediate": True}}], connection=CONNECTION)
+    run = run_playbook(fleet, [{"name": "fix", MODULE: {"remediate": True}}])
     result = run.result(host, "fix")
     assert result["changed"] is False and result["remediation"] == []
     assert writes(log(fleet, host)) == []
@@ -240,7 +229,7 @@ def test_fail_on_and_required_and_query(start_fleet, run_playbook, generation):
         {"name": "required", MODULE: {"required": ["ModuleUsersUI", "ModuleMissing"], "check_marketplace": False}},
         {"name": "user_ok", MODULE: user_ok},
     ]
-    run = run_playbook(fleet, tasks, connection=CONNECTION)
+    run = run_playbook(fleet, tasks)
 
     licence = run.result(host, "licence")
     assert licence["failed"] is True
@@ -268,7 +257,7 @@ def test_marketplace_unreachable_versus_upstream_error(start_fleet, run_playbook
     fleet = start_fleet(count=2, generation="mixed", time_scale=0.05)
     for host in fleet.names():
         fleet.control.add_fault(pbx=host, **fault)
-    run = run_playbook(fleet, [{"name": "check", MODULE: {}}], connection=CONNECTION)
+    run = run_playbook(fleet, [{"name": "check", MODULE: {}}])
     for host in fleet.names():
         result = run.result(host, "check")
         assert result.get("failed") is not True, result.get("msg")

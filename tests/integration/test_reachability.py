@@ -16,14 +16,6 @@ pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
 MODULE = "mikopbx.marketplace.mikopbx_reachability"
 HOSTS = ["lic.miko.ru", "lic.mikopbx.com"]
-CONNECTION = {
-    "url": "{{ mikopbx_url }}",
-    "api_key": "{{ mikopbx_api_key | default(omit) }}",
-    "username": "{{ omit if mikopbx_api_key is defined else mikopbx_username }}",
-    "password": "{{ omit if mikopbx_api_key is defined else mikopbx_password }}",
-    "ca_path": "{{ mikopbx_ca_path }}",
-    "api_generation": "{{ mikopbx_generation }}",
-}
 TASK = {"name": "reach", MODULE: {"probe_timeout": 2}}
 
 
@@ -50,7 +42,7 @@ def test_fc13_fc14_stages_per_pbx_and_host(start_fleet, run_playbook):
     for host in fleet.names():
         fleet.control.clear_requests(host)
 
-    run = run_playbook(fleet, [TASK], connection=CONNECTION)
+    run = run_playbook(fleet, [TASK])
 
     ok = run.result(healthy, "reach")
     assert ok.get("failed") is not True, ok.get("msg")
@@ -99,7 +91,7 @@ def test_only_the_faulty_pbx_fails_with_fail_on_unreachable(start_fleet, run_pla
     fleet.control.add_fault("egress_blocked", pbx=bad, hosts=["lic.mikopbx.com"])
 
     task = {"name": "reach", MODULE: {"probe_timeout": 2, "hosts": ["lic.mikopbx.com"], "fail_on_unreachable": True}}
-    run = run_playbook(fleet, [task], connection=CONNECTION)
+    run = run_playbook(fleet, [task])
 
     assert run.result(good, "reach").get("failed") is not True
     result = run.result(bad, "reach")
@@ -122,7 +114,7 @@ def test_check_mode_and_bad_hosts(start_fleet, run_playbook):
         {"name": "bad_host", MODULE: {"hosts": ["lic.mikopbx.com; reboot"]}},
         {"name": "bad_probe_timeout", MODULE: {"probe_timeout": 0}},
     ]
-    run = run_playbook(fleet, tasks, connection=CONNECTION)
+    run = run_playbook(fleet, tasks)
 
     result = run.result(host, "check_mode")
     assert result["reachable"] is True and result["changed"] is False
@@ -142,7 +134,7 @@ def test_legacy_is_license_ping_only(start_fleet, run_playbook):
     good, bad = fleet.names()
     fleet.control.add_fault("egress_blocked", pbx=bad)
 
-    run = run_playbook(fleet, [TASK], connection=CONNECTION)
+    run = run_playbook(fleet, [TASK])
 
     result = run.result(good, "reach")
     assert result["generation"] == "legacy"
@@ -199,7 +191,7 @@ def test_no_secret_in_verbose_output(start_fleet, run_playbook):
 
     # The module check reads the 2024.1 admin page, which carries the licence key in clear.
     modules = {"name": "modules", "mikopbx.marketplace.mikopbx_module_check": {"fail_on": []}}
-    run = run_playbook(fleet, [TASK, modules], connection=CONNECTION, verbosity=3)
+    run = run_playbook(fleet, [TASK, modules], verbosity=3)
 
     secrets = [key]
     for host in fleet.names():
