@@ -120,6 +120,7 @@ summarise() {
   "$VBIN/python" - "$1" <<'PY'
 import json
 import sys
+import textwrap
 
 report = json.load(open(sys.argv[1]))
 for h in report["hosts"]:
@@ -129,7 +130,9 @@ for h in report["hosts"]:
     if b["changed"] or b["before"] != b["status"]:
         notes.append("binding %s -> %s" % (b["before"], b["status"]))
     if h["skipped"]:
-        notes.append("left out: " + h["skipped"][:110])
+        # The reason's first clause; the whole text is in the report.
+        reason = textwrap.shorten(h["skipped"].split(": ", 1)[0], 90, placeholder=" ...")
+        notes.append("left out: %s (details in the report)" % reason)
     print("  %-8s %-7s %s" % (h["name"], "CHANGED" if h["changed"] else "ok", "; ".join(notes) or "nothing to do"))
 PY
 }
