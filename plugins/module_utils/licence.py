@@ -261,7 +261,8 @@ def validate_license_key(value: Any, option: str = "license_key") -> str:
     raise MikoPBXError(
         "%s is not a valid MikoPBX licence key: %s" % (option, _describe_groups(key, KEY_PREFIX, "the key", option)),
         "invalid_input",
-        hint="a malformed key is never sent: the PBX would treat it as a new trial registration",
+        hint="correct the key (a typo or a cut-off group); a malformed key is never sent, since the PBX would "
+        "take it as a new trial registration",
         secrets={key, str(value)} if value else None,
     )
 
