@@ -1,6 +1,6 @@
 """Fidelity of the emulated legacy generation (MikoPBX 2024.1.x) against the reference.
 
-Each test names the reference section (``/work/shared/reference/mikopbx-api.md``) it checks.
+Each test names the reference section (``docs/mikopbx-api.md``) it checks.
 Legacy authentication is the admin-cabinet PHP session; every login POST counts against the
 10-per-5-minutes limit (§3.2), so tests that log in explicitly use a PBX of their own.
 """

@@ -1,6 +1,6 @@
-"""Fidelity of the emulated v3 generation (MikoPBX 2026.1.x) against docs/mikopbx-api reference.
+"""Fidelity of the emulated v3 generation (MikoPBX 2026.1.x) against the API reference.
 
-Each test names the reference section (``/work/shared/reference/mikopbx-api.md``) it checks.
+Each test names the reference section (``docs/mikopbx-api.md``) it checks.
 Everything goes over real HTTPS with ``requests``, verifying the emulator CA.
 """
 
