@@ -63,3 +63,19 @@ def test_migrate_stops_when_there_is_nothing_to_migrate(start_fleet, run_playboo
     assert "Nothing was changed" in run.output
     for host in fleet.names():
         assert fleet.control.request_kinds(host)["write"] == 0, host
+
+
+def test_a_legacy_pbx_with_an_api_key_from_group_vars_logs_in_with_its_password(start_fleet, run_playbook, tmp_path):
+    """2024.1 has no API keys; a key set for the whole fleet (group_vars) must not hide the password."""
+    fleet = start_fleet(count=1, generation="legacy", time_scale=0.05)
+    host = fleet.names()[0]
+    key = fleet.control.create_company()
+    fleet.control.seed_key(host, key)
+    run = run_playbook(
+        fleet,
+        playbook=[{"ansible.builtin.import_playbook": "mikopbx.marketplace.preflight"}],
+        extra_args=["-e", "mikopbx_api_key=fleet-wide-api-key", "-e", "mikopbx_report_dir=%s" % tmp_path],
+    )
+    assert run.rc == 0, run.output[-2000:]
+    assert "has no API keys" not in run.output
+    assert fleet.control.request_kinds(host)["auth"] >= 1
