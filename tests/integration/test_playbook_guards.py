@@ -22,11 +22,12 @@ def test_register_fleet_refuses_a_malformed_key_before_any_request(start_fleet, 
         fleet,
         playbook=[{"ansible.builtin.import_playbook": "mikopbx.marketplace.register_fleet"}],
         extra_args=["-e", "mikopbx_license_key=" + CUT_KEY],
+        verbosity=3,
     )
     assert run.rc != 0
     assert "mikopbx_license_key is not a MikoPBX licence key" in run.output, run.output[-2000:]
     assert "Nothing was read or changed" in run.output
-    assert CUT_KEY not in run.output
+    assert CUT_KEY not in run.output  # not even at -vvv
     for host in fleet.names():
         assert fleet.control.requests(host) == [], host
 
