@@ -1,0 +1,60 @@
+"""The runbook playbooks in situations the Molecule scenarios do not cover.
+
+- migrate.yml: a fresh machine replaces one that is gone, and the inventory names no key. The key
+  to migrate is the one the rest of the fleet holds; before, the run stopped asking for
+  mikopbx_license_key although the fleet had just been read.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.emulator, pytest.mark.slow]
+
+MIGRATE = [{"ansible.builtin.import_playbook": "mikopbx.marketplace.migrate"}]
+
+
+def dead_machine_inventory(tmp_path, host: str):
+    """A second inventory source that points ``host`` at a closed port: the machine is gone."""
+    path = tmp_path / "gone.yml"
+    document = {"all": {"hosts": {host: {"mikopbx_url": "https://127.0.0.1:9"}}}}
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return path
+
+
+def test_migrate_to_a_fresh_machine_takes_the_key_the_fleet_holds(start_fleet, run_playbook, tmp_path):
+    fleet = start_fleet(count=3, generation="v3", time_scale=0.05)
+    key = fleet.control.create_company(seats=10)
+    fleet.control.seed_key("pbx-001", key)
+    fleet.control.seed_key("pbx-002", key)
+    # pbx-002 is gone; pbx-003 is a fresh machine (no key) that replaces it.
+    gone = dead_machine_inventory(tmp_path, "pbx-002")
+    extra = ["-i", str(gone), "-e", '{"mikopbx_migrations": {"pbx-003": "pbx-002"}}']
+
+    run = run_playbook(fleet, playbook=MIGRATE, extra_args=extra + ["-e", "mikopbx_report_dir=%s" % tmp_path])
+
+    assert run.rc == 0, run.output[-3000:]
+    assert "no licence key to migrate" not in run.output
+    assert "pbx-003 replaces pbx-002 (gone)" in run.output
+    assert fleet.control.stored_key("pbx-003") == key
+    assert sorted(seat["pbx"] for seat in fleet.control.seats(key)) == ["pbx-001", "pbx-002", "pbx-003"]
+    assert key not in run.output
+
+    again = run_playbook(fleet, playbook=MIGRATE, extra_args=extra)
+    assert again.rc == 0, again.output[-3000:]
+    assert "changed=0" in again.output and "changed=1" not in again.output
+    assert fleet.control.request_kinds("pbx-003")["write"] == 1  # the first run's bind only
+
+
+def test_migrate_with_no_key_anywhere_stops_and_says_what_to_set(start_fleet, run_playbook, tmp_path):
+    fleet = start_fleet(count=2, generation="v3", time_scale=0.05)
+    gone = dead_machine_inventory(tmp_path, "pbx-001")
+    extra = ["-i", str(gone), "-e", '{"mikopbx_migrations": {"pbx-002": "pbx-001"}}']
+
+    run = run_playbook(fleet, playbook=MIGRATE, extra_args=extra)
+
+    assert run.rc != 0
+    assert "no licence key to migrate" in run.output, run.output[-3000:]
+    assert "Set mikopbx_license_key to the company key. Nothing was changed." in run.output
+    assert fleet.control.request_kinds("pbx-002")["write"] == 0
