@@ -285,7 +285,7 @@ def host_record(
         "reachability": _reachability(results["mikopbx_reachability"]),
         "modules": _modules(results["mikopbx_modules"]),
         "expiring": _expiring(info, expiry_warning_days) if api_ok else [],
-        "licence_error": info.get("licence_error"),
+        "licence_error": _licence_error(info, results["mikopbx_binding"]),
         "skipped": _skip_reason(
             host_vars, _key_after(info, results["mikopbx_binding"]), results["mikopbx_binding"], fleet_key_masked
         ),
@@ -294,6 +294,14 @@ def host_record(
     }
     record["state"] = _state(record)
     return record
+
+
+def _licence_error(info: Mapping[str, Any], binding: Mapping[str, Any]) -> Any:
+    """The licence error read before any change, unless a bind of this run has since confirmed the seat
+    (then the error, typically 2008 on a restored backup, is no longer true and would mislead)."""
+    if binding.get("changed") and not binding.get("failed") and binding.get("binding_status_after") == "ok":
+        return None
+    return info.get("licence_error")
 
 
 def _state(record: Mapping[str, Any]) -> str:

@@ -3,6 +3,8 @@
 - migrate.yml: a fresh machine replaces one that is gone, and the inventory names no key. The key
   to migrate is the one the rest of the fleet holds; before, the run stopped asking for
   mikopbx_license_key although the fleet had just been read.
+- register_fleet.yml --diff: each binding shows its diff (masked key, status before and after), and
+  no form of the key appears even at -vvv; the bind task used to hide its whole result.
 """
 
 from __future__ import annotations
@@ -32,14 +34,16 @@ def test_migrate_to_a_fresh_machine_takes_the_key_the_fleet_holds(start_fleet, r
     gone = dead_machine_inventory(tmp_path, "pbx-002")
     extra = ["-i", str(gone), "-e", '{"mikopbx_migrations": {"pbx-003": "pbx-002"}}']
 
-    run = run_playbook(fleet, playbook=MIGRATE, extra_args=extra + ["-e", "mikopbx_report_dir=%s" % tmp_path])
+    run = run_playbook(fleet, playbook=MIGRATE, extra_args=extra, diff=True, verbosity=3)
 
     assert run.rc == 0, run.output[-3000:]
     assert "no licence key to migrate" not in run.output
     assert "pbx-003 replaces pbx-002 (gone)" in run.output
     assert fleet.control.stored_key("pbx-003") == key
     assert sorted(seat["pbx"] for seat in fleet.control.seats(key)) == ["pbx-001", "pbx-002", "pbx-003"]
-    assert key not in run.output
+    assert '+    "binding_status": "ok"' in run.stdout  # the bind shows its --diff
+    for form in key_forms(key):
+        assert form not in run.output, "a form of the key is in the output"
 
     again = run_playbook(fleet, playbook=MIGRATE, extra_args=extra)
     assert again.rc == 0, again.output[-3000:]
@@ -58,3 +62,33 @@ def test_migrate_with_no_key_anywhere_stops_and_says_what_to_set(start_fleet, ru
     assert "no licence key to migrate" in run.output, run.output[-3000:]
     assert "Set mikopbx_license_key to the company key. Nothing was changed." in run.output
     assert fleet.control.request_kinds("pbx-002")["write"] == 0
+
+
+def key_forms(key: str) -> list[str]:
+    """The key and the forms a careless log could show (the mask keeps the last group only)."""
+    return [key, key.lower(), key.replace("-", ""), key[:-5]]
+
+
+def test_register_fleet_diff_shows_each_binding_without_the_key(start_fleet, run_playbook, tmp_path):
+    """--diff shows what binding changed on each PBX; the bind task used to hide its whole result."""
+    fleet = start_fleet(count=3, generation="mixed", time_scale=0.05)
+    key = fleet.control.create_company()
+    fleet.control.seed_key("pbx-001", key)
+    fleet.control.seed_key("pbx-002", key, bind=False)  # restored from a backup: key stored, no seat
+
+    run = run_playbook(
+        fleet,
+        playbook=[{"ansible.builtin.import_playbook": "mikopbx.marketplace.register_fleet"}],
+        diff=True,
+        verbosity=3,
+        extra_args=["-e", "mikopbx_report_dir=%s" % tmp_path],
+    )
+
+    assert run.rc == 0, run.output[-3000:]
+    # One diff per PBX bound in this run (pbx-002 and pbx-003), none for pbx-001, which already was.
+    assert run.stdout.count('+    "binding_status": "ok"') == 2, run.stdout[-3000:]
+    assert '-    "binding_status": "binding_required"' in run.stdout
+    assert '-    "binding_status": "unbound",' in run.stdout
+    assert '+    "license_key": "MIKO-*****-*****-*****-%s"' % key[-5:] in run.stdout
+    for form in key_forms(key):
+        assert form not in run.output, "a form of the key is in the output"

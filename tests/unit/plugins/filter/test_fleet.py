@@ -223,6 +223,16 @@ def test_report_totals_hosts_and_violations():
     assert KEY not in json.dumps(report)
 
 
+def test_a_licence_error_fixed_by_the_bind_of_the_run_is_not_reported():
+    hostvars = fleet_hostvars()
+    error = {"classification": "licence:2008", "code": 2008, "message": "no free seat for this machine"}
+    hostvars["pbx-002"]["mikopbx_info"]["licence_error"] = error
+    hostvars["pbx-003"]["mikopbx_info"]["licence_error"] = error
+    hosts = {h["name"]: h for h in mikopbx_fleet_report(hostvars, ["pbx-002", "pbx-003"])["hosts"]}
+    assert hosts["pbx-002"]["licence_error"] is None  # bound in this run, confirmed ok
+    assert hosts["pbx-003"]["licence_error"] == error  # left out: the error stands
+
+
 def test_thresholds_can_be_relaxed_and_validated():
     report = mikopbx_fleet_report(fleet_hostvars(), ["pbx-003"], fail_on={"unreachable": 1, "unbound": None})
     assert report["violations"] == []
