@@ -24,6 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT_NAME = "mikopbx-fleet-report.json"
+CHECK_REPORT_NAME = "mikopbx-fleet-report-check.json"  # what a check-mode run writes
 KEY_FILE = "fleet_key"
 
 

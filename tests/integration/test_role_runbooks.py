@@ -5,9 +5,13 @@
   mikopbx_license_key although the fleet had just been read.
 - register_fleet.yml --diff: each binding shows its diff (masked key, status before and after), and
   no form of the key appears even at -vvv; the bind task used to hide its whole result.
+- register_fleet.yml --check after a real run: the preview writes its own report files and the
+  report of the real run stays; it used to be overwritten by a report of what would happen.
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import yaml
@@ -92,3 +96,34 @@ def test_register_fleet_diff_shows_each_binding_without_the_key(start_fleet, run
     assert '+    "license_key": "MIKO-*****-*****-*****-%s"' % key[-5:] in run.stdout
     for form in key_forms(key):
         assert form not in run.output, "a form of the key is in the output"
+
+
+def test_a_check_run_keeps_the_report_of_the_last_real_run(start_fleet, run_playbook, tmp_path):
+    fleet = start_fleet(count=2, generation="v3", time_scale=0.05)
+    key = fleet.control.create_company()
+    fleet.control.seed_key("pbx-001", key)
+    playbook = [{"ansible.builtin.import_playbook": "mikopbx.marketplace.register_fleet"}]
+    report_dir = tmp_path / "report"
+    extra = ["-e", "mikopbx_report_dir=%s" % report_dir, "-e", "mikopbx_report_print=false"]
+
+    real = run_playbook(fleet, playbook=playbook, extra_args=extra)
+    assert real.rc == 0, real.output[-3000:]
+    real_json = (report_dir / "mikopbx-fleet-report.json").read_text()
+    real_md = (report_dir / "mikopbx-fleet-report.md").read_text()
+
+    fleet.control.seed_key("pbx-002", key, bind=False)  # something for the preview to find
+    writes_before = fleet.control.request_kinds("pbx-002")["write"]
+    preview = run_playbook(fleet, playbook=playbook, extra_args=extra, check=True)
+
+    assert preview.rc == 0, preview.output[-3000:]
+    assert (report_dir / "mikopbx-fleet-report.json").read_text() == real_json
+    assert (report_dir / "mikopbx-fleet-report.md").read_text() == real_md
+    checked = json.loads((report_dir / "mikopbx-fleet-report-check.json").read_text())
+    assert checked["fleet"]["check_mode"] is True
+    assert json.loads(real_json)["fleet"]["check_mode"] is False
+    assert (report_dir / "mikopbx-fleet-report-check.md").is_file()
+    assert fleet.control.request_kinds("pbx-002")["write"] == writes_before
+
+    named = run_playbook(fleet, playbook=playbook, extra_args=extra + ["-e", "mikopbx_report_name=audit"], check=True)
+    assert named.rc == 0, named.output[-3000:]
+    assert json.loads((report_dir / "audit.json").read_text())["fleet"]["check_mode"] is True
