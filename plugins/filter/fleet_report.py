@@ -5,7 +5,7 @@
 
 ``mikopbx_fleet_report`` reads the facts the role records on every host (``mikopbx_info``,
 ``mikopbx_reachability``, ``mikopbx_registration``, ``mikopbx_binding``, ``mikopbx_modules``,
-``mikopbx_skip_reason``, ``mikopbx_fleet_errors``) and returns a structure for machines;
+``mikopbx_skip_reason``, ``mikopbx_settings_problem``, ``mikopbx_fleet_errors``) and returns a structure for machines;
 ``mikopbx_report_markdown`` renders that structure for people. Neither ever returns a licence key
 in clear: keys are taken from the modules' masked fields only, and every text is masked again on
 the way out. The documentation of each filter is in the sidecar file ``<filter name>.yml``.
@@ -44,7 +44,7 @@ DEFAULT_FAIL_ON = {
 # Which hosts to name for a threshold that is exceeded.
 _OFFENDERS = {
     "unreachable": lambda h: h["reachability"]["reachable"] is False,
-    "api_unreachable": lambda h: not h["api_ok"],
+    "api_unreachable": lambda h: not h["api_ok"] and not h["settings_problem"],
     "unbound": lambda h: h["binding"]["status"] != "ok",
     "licence_disabled_modules": lambda h: bool(h["modules"]["disabled"].get("licence")),
     "required_modules": lambda h: bool(h["modules"]["required_problems"]),
@@ -263,7 +263,18 @@ def host_record(
     info = results["mikopbx_info"]
     registration = results["mikopbx_registration"]
 
-    errors = [_error_of(phase, results[var]) for phase, var in PHASES if results[var].get("failed")]
+    # A read that failed before any request because the inventory lacks a setting: the role's words
+    # name the variable to set, where the raw failure is Ansible's or the option check's.
+    settings_problem = _text(_lookup(host_vars, "mikopbx_settings_problem")) or None
+    errors = [
+        _error_of(phase, results[var])
+        for phase, var in PHASES
+        if results[var].get("failed") and not (settings_problem and var == "mikopbx_info")
+    ]
+    if settings_problem:
+        errors.insert(
+            0, {"phase": "settings", "classification": "settings", "licence_code": None, "message": settings_problem}
+        )
     for extra in _lookup(host_vars, "mikopbx_fleet_errors") or []:
         if isinstance(extra, Mapping):
             errors.append({**extra, "message": _text(extra.get("message"))})
@@ -276,6 +287,7 @@ def host_record(
         "url": _text(_lookup(host_vars, "mikopbx_url")),
         "ran": ran,
         "api_ok": api_ok,
+        "settings_problem": settings_problem,
         "generation": info.get("generation") or _lookup(host_vars, "mikopbx_generation"),
         "version": info.get("version"),
         "license_key_masked": _key_after(info, results["mikopbx_binding"]),
@@ -335,7 +347,8 @@ def _totals(hosts: list[dict[str, Any]]) -> dict[str, Any]:
         "binding_status": binding,
         "bound": binding.get("ok", 0),
         "unbound": len(ran) - binding.get("ok", 0),
-        "api_unreachable": sum(1 for h in ran if not h["api_ok"]),
+        "api_unreachable": sum(1 for h in ran if not h["api_ok"] and not h["settings_problem"]),
+        "settings_problems": sum(1 for h in ran if h["settings_problem"]),
         "licensing_unreachable": sum(1 for h in ran if h["reachability"]["reachable"] is False),
         "registered": sum(1 for h in ran if h["registration"]["action"] not in ("none", "failed")),
         "bindings_changed": sum(1 for h in ran if h["binding"]["changed"]),
@@ -480,10 +493,10 @@ def mikopbx_report_markdown(report: Mapping[str, Any]) -> str:
         ),
         "Seats: %s" % _seats_text(fleet.get("seats")),
         "",
-        "| PBXs | generations | bound | unbound | licensing unreachable | API unreachable | licence-disabled modules "
-        "| expiring <= %s d | with errors | changed |" % report["expiry_warning_days"],
-        "|---|---|---|---|---|---|---|---|---|---|",
-        "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |"
+        "| PBXs | generations | bound | unbound | licensing unreachable | API unreachable | settings missing "
+        "| licence-disabled modules | expiring <= %s d | with errors | changed |" % report["expiry_warning_days"],
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |"
         % (
             totals["hosts"],
             gens,
@@ -491,6 +504,7 @@ def mikopbx_report_markdown(report: Mapping[str, Any]) -> str:
             totals["unbound"],
             totals["licensing_unreachable"],
             totals["api_unreachable"],
+            totals.get("settings_problems", 0),
             totals["licence_disabled_modules"],
             totals["hosts_expiring"],
             totals["hosts_with_errors"],
@@ -515,7 +529,8 @@ def mikopbx_report_markdown(report: Mapping[str, Any]) -> str:
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for h in report["hosts"]:
         notes = [e["message"] for e in h["errors"]]
-        if h["skipped"]:
+        # The reason a PBX was left out often quotes its error; say it once.
+        if h["skipped"] and not any(message and message in h["skipped"] for message in notes):
             notes.append("skipped: %s" % h["skipped"])
         if h["binding"]["manual_step"]:
             notes.append("manual step: %s" % h["binding"]["manual_step"])

@@ -7,10 +7,13 @@
   no form of the key appears even at -vvv; the bind task used to hide its whole result.
 - register_fleet.yml --check after a real run: the preview writes its own report files and the
   report of the real run stays; it used to be overwritten by a report of what would happen.
+- preflight.yml on an inventory that lacks a PBX's URL or credentials: the report names the variable
+  to set and does not count the PBX as an unreachable API; it used to show Ansible's raw message.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -127,3 +130,37 @@ def test_a_check_run_keeps_the_report_of_the_last_real_run(start_fleet, run_play
     named = run_playbook(fleet, playbook=playbook, extra_args=extra + ["-e", "mikopbx_report_name=audit"], check=True)
     assert named.rc == 0, named.output[-3000:]
     assert json.loads((report_dir / "audit.json").read_text())["fleet"]["check_mode"] is True
+
+
+def test_a_pbx_missing_its_url_or_credentials_is_reported_with_the_variable_to_set(start_fleet, run_playbook, tmp_path):
+    fleet = start_fleet(count=3, generation="mixed", time_scale=0.05)
+    document = yaml.safe_load(fleet.inventory_path.read_text())
+    hosts = document["all"]["hosts"]
+    for name in ("mikopbx_password", "mikopbx_api_key"):
+        hosts["pbx-002"].pop(name, None)
+    del hosts["pbx-003"]["mikopbx_url"]
+    inventory = tmp_path / "incomplete.yml"
+    inventory.write_text(yaml.safe_dump(document), encoding="utf-8")
+    incomplete = dataclasses.replace(fleet, inventory_path=inventory)
+
+    run = run_playbook(
+        incomplete,
+        playbook=[{"ansible.builtin.import_playbook": "mikopbx.marketplace.preflight"}],
+        extra_args=["-e", "mikopbx_report_dir=%s" % tmp_path],
+    )
+
+    assert run.rc != 0  # the errors threshold still fails the run
+    report = json.loads((tmp_path / "mikopbx-fleet-report.json").read_text())
+    hosts = {h["name"]: h for h in report["hosts"]}
+    assert hosts["pbx-001"]["api_ok"] and not hosts["pbx-001"]["errors"], hosts["pbx-001"]
+    # pbx-002 is the 2024.1 PBX of the mixed fleet: an API key would not help it.
+    assert hosts["pbx-002"]["generation"] == "legacy"
+    assert hosts["pbx-002"]["settings_problem"].startswith("no credentials; set mikopbx_username and mikopbx_password")
+    assert hosts["pbx-003"]["settings_problem"].startswith("mikopbx_url is not set")
+    assert report["totals"]["api_unreachable"] == 0 and report["totals"]["settings_problems"] == 2
+    assert "errors 2 > 0 (pbx-002, pbx-003)" in run.output
+    assert "pbx-002: inventory settings: no credentials" in run.output
+    markdown = (tmp_path / "mikopbx-fleet-report.md").read_text()
+    assert "Finalization of task args" not in markdown and "required together" not in markdown
+    for host in ("pbx-002", "pbx-003"):
+        assert fleet.control.requests(host) == [], host

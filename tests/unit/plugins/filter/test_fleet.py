@@ -233,6 +233,37 @@ def test_a_licence_error_fixed_by_the_bind_of_the_run_is_not_reported():
     assert hosts["pbx-003"]["licence_error"] == error  # left out: the error stands
 
 
+def test_a_missing_inventory_setting_is_not_counted_as_an_unreachable_api():
+    hostvars = {
+        "pbx-001": {"mikopbx_info": info("ok", MASKED, 1), "mikopbx_reachability": reach()},
+        "pbx-002": {
+            "mikopbx_info": {"failed": True, "msg": "parameters are required together: username, password"},
+            "mikopbx_settings_problem": "no credentials; set mikopbx_api_key (2026.1) or mikopbx_username and ...",
+            "mikopbx_skip_reason": "inventory settings: no credentials; set mikopbx_api_key (2026.1) or ...",
+        },
+        "pbx-003": {
+            "mikopbx_info": {"failed": True, "msg": "cannot connect", "error": {"classification": "unreachable"}},
+            "mikopbx_skip_reason": "licence facts could not be read: cannot connect",
+        },
+    }
+    report = mikopbx_fleet_report(hostvars, ["pbx-001", "pbx-002", "pbx-003"])
+    assert report["totals"]["api_unreachable"] == 1 and report["totals"]["settings_problems"] == 1
+    violated = {v["threshold"]: v["hosts"] for v in report["violations"]}
+    assert violated["api_unreachable"] == ["pbx-003"]
+    assert violated["errors"] == ["pbx-002", "pbx-003"]  # a PBX with a missing setting still fails the run
+
+    hosts = {h["name"]: h for h in report["hosts"]}
+    assert hosts["pbx-002"]["state"] == "error"
+    assert [e["classification"] for e in hosts["pbx-002"]["errors"]] == ["settings"]
+    assert hosts["pbx-002"]["errors"][0]["message"].startswith("no credentials; set mikopbx_api_key")
+    assert hosts["pbx-003"]["settings_problem"] is None
+
+    text = mikopbx_report_markdown(report)
+    assert "parameters are required together" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| pbx-003 "))
+    assert row.count("cannot connect") == 1  # the reason it was left out quotes the error: said once
+
+
 def test_thresholds_can_be_relaxed_and_validated():
     report = mikopbx_fleet_report(fleet_hostvars(), ["pbx-003"], fail_on={"unreachable": 1, "unbound": None})
     assert report["violations"] == []
