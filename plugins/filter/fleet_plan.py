@@ -168,7 +168,7 @@ def _budget(
     if not fits:
         message = (
             "Seat budget exceeded, nothing was changed: key %s has %s seats, %s captured (%s free%s), "
-            "but %s PBXs need a seat: %s. PBXs of this play holding a seat: %s. Free seats in the licence cabinet "
+            "but %s a seat: %s. PBXs of this play holding a seat: %s. Free seats in the licence cabinet "
             "(reset the bindings of machines that are gone), add seats to the key, or limit the play."
             % (
                 mask_license_key(key) or "(none)",
@@ -176,7 +176,7 @@ def _budget(
                 captured,
                 free,
                 "" if known else ", assumed: no PBX of this play could read the figures",
-                len(needs),
+                "1 PBX needs" if len(needs) == 1 else "%d PBXs need" % len(needs),
                 ", ".join(needs),
                 ", ".join(holders) or "none",
             )

@@ -371,7 +371,8 @@ def _violations(
             continue
         if name not in THRESHOLDS:
             raise AnsibleFilterError(
-                "mikopbx_fleet_report: unknown threshold %r in fail_on (known: %s)" % (name, ", ".join(THRESHOLDS))
+                "mikopbx_fleet_report: unknown threshold %r in fail_on (mikopbx_fail_on of the role); known: %s"
+                % (name, ", ".join(THRESHOLDS))
             )
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
             raise AnsibleFilterError("mikopbx_fleet_report: threshold %r must be a non-negative integer or null" % name)

@@ -41,6 +41,11 @@ def test_migrate_to_a_fresh_machine_takes_the_key_the_fleet_holds(start_fleet, r
     gone = dead_machine_inventory(tmp_path, "pbx-002")
     extra = ["-i", str(gone), "-e", '{"mikopbx_migrations": {"pbx-003": "pbx-002"}}']
 
+    preview = run_playbook(fleet, playbook=MIGRATE, extra_args=extra, check=True)
+    assert preview.rc == 0, preview.output[-3000:]
+    assert "Check mode, nothing was changed; the run would do this: pbx-003 replaces pbx-002 (gone)" in preview.output
+    assert fleet.control.stored_key("pbx-003") == "" and fleet.control.request_kinds("pbx-003")["write"] == 0
+
     run = run_playbook(fleet, playbook=MIGRATE, extra_args=extra, diff=True, verbosity=3)
 
     assert run.rc == 0, run.output[-3000:]

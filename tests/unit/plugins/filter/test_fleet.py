@@ -103,7 +103,11 @@ def test_seat_plan_exceeded_names_hosts_and_never_the_key():
     plan = mikopbx_seat_plan(hv, ["a", "b", "c"], KEY)
     assert not plan["fits"] and plan["free"] == 1
     assert "b, c" in plan["message"] and "nothing was changed" in plan["message"]
+    assert "but 2 PBXs need a seat" in plan["message"]
     assert KEY not in json.dumps(plan)
+
+    full = mikopbx_seat_plan({"a": host(KEY, "ok", captured=10), "b": host()}, ["a", "b"], KEY)
+    assert not full["fits"] and "but 1 PBX needs a seat: b." in full["message"]
 
 
 def test_seat_plan_skips_ineligible_and_foreign():
