@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.mikopbx.marketplace.plugins.test.license_key import TestModule, license_key
+# The module, not its TestModule class: pytest would collect a class named Test* as tests.
+from ansible_collections.mikopbx.marketplace.plugins.test import license_key as plugin
+
+license_key = plugin.license_key
 
 
 @pytest.mark.parametrize(
@@ -35,4 +38,4 @@ def test_other_values_are_not(value):
 
 
 def test_registered_under_its_name():
-    assert TestModule().tests() == {"license_key": license_key}
+    assert plugin.TestModule().tests() == {"license_key": license_key}
