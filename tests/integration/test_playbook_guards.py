@@ -47,6 +47,33 @@ def test_register_fleet_accepts_a_key_written_with_spaces_and_lower_case(start_f
 
 
 @pytest.mark.parametrize(
+    ("value", "accepted"),
+    [("null", True), ("12345", False)],
+    ids=["null-means-empty", "number"],
+)
+def test_register_fleet_takes_a_null_key_as_empty_and_refuses_a_number(
+    start_fleet, run_playbook, tmp_path, value, accepted
+):
+    """``mikopbx_license_key:`` with nothing after it is YAML null; it used to fail in a filter."""
+    fleet = start_fleet(count=1, generation="v3", time_scale=0.05)
+    key = fleet.control.create_company()
+    fleet.control.seed_key(fleet.names()[0], key)
+    run = run_playbook(
+        fleet,
+        playbook=[{"ansible.builtin.import_playbook": "mikopbx.marketplace.register_fleet"}],
+        extra_args=["-e", '{"mikopbx_license_key": %s}' % value, "-e", "mikopbx_report_dir=%s" % tmp_path],
+    )
+    assert "has no len" not in run.output and "filter plugin" not in run.output, run.output[-2000:]
+    if accepted:
+        assert run.rc == 0, run.output[-2000:]
+        assert "(discovered)" in (tmp_path / "mikopbx-fleet-report.md").read_text()
+    else:
+        assert run.rc != 0
+        assert "mikopbx_license_key is not a MikoPBX licence key" in run.output, run.output[-2000:]
+        assert fleet.control.requests(fleet.names()[0]) == []
+
+
+@pytest.mark.parametrize(
     ("extra", "expected"),
     [
         ([], "No PBX to migrate: set mikopbx_migrate_from"),

@@ -134,7 +134,8 @@ def test_a_check_run_keeps_the_report_of_the_last_real_run(start_fleet, run_play
 
     named = run_playbook(fleet, playbook=playbook, extra_args=extra + ["-e", "mikopbx_report_name=audit"], check=True)
     assert named.rc == 0, named.output[-3000:]
-    assert json.loads((report_dir / "audit.json").read_text())["fleet"]["check_mode"] is True
+    assert json.loads((report_dir / "audit-check.json").read_text())["fleet"]["check_mode"] is True
+    assert not (report_dir / "audit.json").exists()  # a custom name is a preview's too: -check is added
 
 
 def test_a_pbx_missing_its_url_or_credentials_is_reported_with_the_variable_to_set(start_fleet, run_playbook, tmp_path):
