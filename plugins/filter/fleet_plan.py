@@ -195,6 +195,25 @@ def _budget(
     }
 
 
+def mikopbx_replaced_hosts(hostvars: Any, hosts: list[str], migrations: Any = None) -> dict[str, list[str]]:
+    """Old machine -> the hosts of the play that replace it.
+
+    A host replaces the one its ``mikopbx_migrate_from`` names; ``migrations`` (new host: old host, as
+    given to migrate.yml) adds pairs. Register and bind must leave an old machine alone: binding it
+    again would undo the migration and take a seat.
+    """
+    hosts = _check_hosts(hosts, "mikopbx_replaced_hosts")
+    if migrations is not None and not isinstance(migrations, Mapping):
+        raise AnsibleFilterError("mikopbx_replaced_hosts: migrations must be a mapping of new host to old host")
+    pairs = [(host, _get(_vars(hostvars, host), "mikopbx_migrate_from")) for host in hosts]
+    pairs += list((migrations or {}).items())
+    replaced: dict[str, list[str]] = {}
+    for new, old in pairs:
+        if isinstance(old, str) and old and old != new and new not in replaced.setdefault(old, []):
+            replaced[old].append(new)
+    return {old: sorted(news) for old, news in replaced.items()}
+
+
 class FilterModule:
     """Fleet planning filters."""
 
@@ -202,4 +221,5 @@ class FilterModule:
         return {
             "mikopbx_choose_license_key": mikopbx_choose_license_key,
             "mikopbx_seat_plan": mikopbx_seat_plan,
+            "mikopbx_replaced_hosts": mikopbx_replaced_hosts,
         }

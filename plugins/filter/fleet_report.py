@@ -45,7 +45,7 @@ DEFAULT_FAIL_ON = {
 _OFFENDERS = {
     "unreachable": lambda h: h["reachability"]["reachable"] is False,
     "api_unreachable": lambda h: not h["api_ok"] and not h["settings_problem"],
-    "unbound": lambda h: h["binding"]["status"] != "ok",
+    "unbound": lambda h: _unbound(h),
     "licence_disabled_modules": lambda h: bool(h["modules"]["disabled"].get("licence")),
     "required_modules": lambda h: bool(h["modules"]["required_problems"]),
     "expiring": lambda h: bool(h["expiring"]),
@@ -288,6 +288,8 @@ def host_record(
         "ran": ran,
         "api_ok": api_ok,
         "settings_problem": settings_problem,
+        # An old machine another host replaces: left unbound on purpose, so not counted as unbound.
+        "replaced_by": _names(_lookup(host_vars, "mikopbx_replaced_by")),
         "generation": info.get("generation") or _lookup(host_vars, "mikopbx_generation"),
         "version": info.get("version"),
         "license_key_masked": _key_after(info, results["mikopbx_binding"]),
@@ -316,13 +318,21 @@ def _licence_error(info: Mapping[str, Any], binding: Mapping[str, Any]) -> Any:
     return info.get("licence_error")
 
 
+def _names(value: Any) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, (list, tuple)) else []
+
+
+def _unbound(record: Mapping[str, Any]) -> bool:
+    return record["binding"]["status"] != "ok" and not record["replaced_by"]
+
+
 def _state(record: Mapping[str, Any]) -> str:
     if not record["ran"]:
         return "not_run"
     if record["errors"] or not record["api_ok"]:
         return "error"
     problems = (
-        record["binding"]["status"] != "ok",
+        _unbound(record),
         record["reachability"]["reachable"] is False,
         bool(record["modules"]["disabled"].get("licence")),
         bool(record["modules"]["required_problems"]),
@@ -346,7 +356,8 @@ def _totals(hosts: list[dict[str, Any]]) -> dict[str, Any]:
         "generations": generations,
         "binding_status": binding,
         "bound": binding.get("ok", 0),
-        "unbound": len(ran) - binding.get("ok", 0),
+        "unbound": sum(1 for h in ran if _unbound(h)),
+        "replaced": sum(1 for h in ran if h["replaced_by"]),
         "api_unreachable": sum(1 for h in ran if not h["api_ok"] and not h["settings_problem"]),
         "settings_problems": sum(1 for h in ran if h["settings_problem"]),
         "licensing_unreachable": sum(1 for h in ran if h["reachability"]["reachable"] is False),

@@ -7,6 +7,8 @@
   no form of the key appears even at -vvv; the bind task used to hide its whole result.
 - register_fleet.yml --check after a real run: the preview writes its own report files and the
   report of the real run stays; it used to be overwritten by a report of what would happen.
+- register_fleet.yml after a migration: the old machine (named by mikopbx_migrate_from) is left
+  alone; it used to be bound again, undoing the migration and taking a seat.
 - preflight.yml on an inventory that lacks a PBX's URL or credentials: the report names the variable
   to set and does not count the PBX as an unreachable API; it used to show Ansible's raw message.
 """
@@ -170,3 +172,32 @@ def test_a_pbx_missing_its_url_or_credentials_is_reported_with_the_variable_to_s
     assert "Finalization of task args" not in markdown and "required together" not in markdown
     for host in ("pbx-002", "pbx-003"):
         assert fleet.control.requests(host) == [], host
+
+
+def test_register_fleet_after_a_migration_leaves_the_old_machine_alone(start_fleet, run_playbook, tmp_path):
+    fleet = start_fleet(count=3, generation="v3", time_scale=0.05)
+    key = fleet.control.create_company(seats=10)
+    fleet.control.seed_key("pbx-001", key)
+    fleet.control.seed_key("pbx-002", key)
+    # pbx-003 replaces pbx-002, which still runs; the pair stays in the inventory, as documented.
+    pair = tmp_path / "pair.yml"
+    pair.write_text(yaml.safe_dump({"all": {"hosts": {"pbx-003": {"mikopbx_migrate_from": "pbx-002"}}}}))
+    extra = ["-i", str(pair), "-e", "mikopbx_report_dir=%s" % tmp_path, "-e", "mikopbx_report_print=false"]
+
+    migrated = run_playbook(fleet, playbook=MIGRATE, extra_args=extra)
+    assert migrated.rc == 0, migrated.output[-3000:]
+    assert fleet.control.stored_key("pbx-002") == "" and fleet.control.stored_key("pbx-003") == key
+    writes = fleet.control.request_kinds("pbx-002")["write"]
+
+    run = run_playbook(
+        fleet, playbook=[{"ansible.builtin.import_playbook": "mikopbx.marketplace.register_fleet"}], extra_args=extra
+    )
+
+    assert run.rc == 0, run.output[-3000:]  # the old machine is not "unbound" for the thresholds
+    assert fleet.control.stored_key("pbx-002") == "", "the old machine was bound again"
+    assert fleet.control.request_kinds("pbx-002")["write"] == writes
+    assert sorted(seat["pbx"] for seat in fleet.control.seats(key)) == ["pbx-001", "pbx-003"]
+    assert "pbx-002: replaced by pbx-003 (mikopbx_migrate_from); remove this old machine" in run.output
+    report = json.loads((tmp_path / "mikopbx-fleet-report.json").read_text())
+    old = next(h for h in report["hosts"] if h["name"] == "pbx-002")
+    assert old["replaced_by"] == ["pbx-003"] and report["totals"]["unbound"] == 0

@@ -9,6 +9,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.mikopbx.marketplace.plugins.filter.fleet_plan import (
     mikopbx_choose_license_key,
+    mikopbx_replaced_hosts,
     mikopbx_seat_plan,
 )
 from ansible_collections.mikopbx.marketplace.plugins.filter.fleet_report import (
@@ -127,6 +128,16 @@ def test_seat_plan_host_limit():
     hv = {"a": host(KEY, "ok", captured=1)}
     hv["a"]["mikopbx_info"]["seats"]["count"] = 50
     assert mikopbx_seat_plan(hv, ["a"], KEY)["count"] == 10
+
+
+def test_replaced_hosts_from_host_vars_and_run_time_pairs():
+    hv = {"new-1": {"mikopbx_migrate_from": "old-1"}, "new-2": {}, "self": {"mikopbx_migrate_from": "self"}}
+    assert mikopbx_replaced_hosts(hv, ["new-1", "new-2", "self"]) == {"old-1": ["new-1"]}
+    both = mikopbx_replaced_hosts(hv, ["new-1", "new-2"], {"new-2": "old-1", "new-1": "old-1"})
+    assert both == {"old-1": ["new-1", "new-2"]}
+    assert mikopbx_replaced_hosts({}, []) == {}
+    with pytest.raises(AnsibleFilterError):
+        mikopbx_replaced_hosts(hv, ["new-1"], ["new-1", "old-1"])
 
 
 # ------------------------------------------------------------------ report
@@ -266,6 +277,24 @@ def test_a_missing_inventory_setting_is_not_counted_as_an_unreachable_api():
     assert "parameters are required together" not in text
     row = next(line for line in text.splitlines() if line.startswith("| pbx-003 "))
     assert row.count("cannot connect") == 1  # the reason it was left out quotes the error: said once
+
+
+def test_an_old_machine_replaced_by_another_is_not_counted_as_unbound():
+    hostvars = {
+        "old": {
+            "mikopbx_info": info("unbound"),
+            "mikopbx_replaced_by": ["new"],
+            "mikopbx_skip_reason": "replaced by new",
+        },
+        "new": {"mikopbx_info": info("ok", MASKED, 1)},
+        "other": {"mikopbx_info": info("unbound")},
+    }
+    report = mikopbx_fleet_report(hostvars, ["old", "new", "other"])
+    assert report["totals"]["unbound"] == 1 and report["totals"]["replaced"] == 1
+    assert {v["threshold"]: v["hosts"] for v in report["violations"]}["unbound"] == ["other"]
+    hosts = {h["name"]: h for h in report["hosts"]}
+    assert hosts["old"]["replaced_by"] == ["new"] and hosts["old"]["state"] == "ok"
+    assert hosts["old"]["skipped"] == "replaced by new"
 
 
 def test_thresholds_can_be_relaxed_and_validated():
