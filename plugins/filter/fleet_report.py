@@ -41,11 +41,18 @@ DEFAULT_FAIL_ON = {
     "expiring": None,
     "errors": 0,
 }
+
+
+def _unbound(record: Mapping[str, Any]) -> bool:
+    """Not bound to the company key, and not an old machine that another host replaces."""
+    return record["binding"]["status"] != "ok" and not record["replaced_by"]
+
+
 # Which hosts to name for a threshold that is exceeded.
 _OFFENDERS = {
     "unreachable": lambda h: h["reachability"]["reachable"] is False,
     "api_unreachable": lambda h: not h["api_ok"] and not h["settings_problem"],
-    "unbound": lambda h: _unbound(h),
+    "unbound": _unbound,
     "licence_disabled_modules": lambda h: bool(h["modules"]["disabled"].get("licence")),
     "required_modules": lambda h: bool(h["modules"]["required_problems"]),
     "expiring": lambda h: bool(h["expiring"]),
@@ -320,10 +327,6 @@ def _licence_error(info: Mapping[str, Any], binding: Mapping[str, Any]) -> Any:
 
 def _names(value: Any) -> list[str]:
     return [str(item) for item in value] if isinstance(value, (list, tuple)) else []
-
-
-def _unbound(record: Mapping[str, Any]) -> bool:
-    return record["binding"]["status"] != "ok" and not record["replaced_by"]
 
 
 def _state(record: Mapping[str, Any]) -> str:
