@@ -141,12 +141,15 @@ def test_a_check_run_keeps_the_report_of_the_last_real_run(start_fleet, run_play
 
 
 def test_a_pbx_missing_its_url_or_credentials_is_reported_with_the_variable_to_set(start_fleet, run_playbook, tmp_path):
-    fleet = start_fleet(count=3, generation="mixed", time_scale=0.05)
+    fleet = start_fleet(count=5, generation="mixed", time_scale=0.05)
     document = yaml.safe_load(fleet.inventory_path.read_text())
     hosts = document["all"]["hosts"]
     for name in ("mikopbx_password", "mikopbx_api_key"):
-        hosts["pbx-002"].pop(name, None)
+        hosts["pbx-002"].pop(name, None)  # 2024.1: a username, no password
     del hosts["pbx-003"]["mikopbx_url"]
+    hosts["pbx-004"]["mikopbx_generation"] = "V3 "
+    for name in ("mikopbx_username", "mikopbx_password", "mikopbx_api_key"):
+        hosts["pbx-005"].pop(name, None)  # 2026.1: nothing to log in with
     inventory = tmp_path / "incomplete.yml"
     inventory.write_text(yaml.safe_dump(document), encoding="utf-8")
     incomplete = dataclasses.replace(fleet, inventory_path=inventory)
@@ -161,16 +164,19 @@ def test_a_pbx_missing_its_url_or_credentials_is_reported_with_the_variable_to_s
     report = json.loads((tmp_path / "mikopbx-fleet-report.json").read_text())
     hosts = {h["name"]: h for h in report["hosts"]}
     assert hosts["pbx-001"]["api_ok"] and not hosts["pbx-001"]["errors"], hosts["pbx-001"]
-    # pbx-002 is the 2024.1 PBX of the mixed fleet: an API key would not help it.
+    # pbx-002 is a 2024.1 PBX of the mixed fleet: an API key would not help it.
     assert hosts["pbx-002"]["generation"] == "legacy"
-    assert hosts["pbx-002"]["settings_problem"].startswith("no credentials; set mikopbx_username and mikopbx_password")
+    assert hosts["pbx-002"]["settings_problem"].startswith("mikopbx_password is not set; 2024.1 logs in with")
     assert hosts["pbx-003"]["settings_problem"].startswith("mikopbx_url is not set")
-    assert report["totals"]["api_unreachable"] == 0 and report["totals"]["settings_problems"] == 2
-    assert "errors 2 > 0 (pbx-002, pbx-003)" in run.output
-    assert "pbx-002: inventory settings: no credentials" in run.output
+    assert hosts["pbx-004"]["settings_problem"] == "mikopbx_generation must be auto, v3 or legacy, got 'V3 '"
+    assert hosts["pbx-005"]["generation"] == "v3"
+    assert hosts["pbx-005"]["settings_problem"].startswith("no credentials; set mikopbx_api_key (2026.1) or")
+    assert report["totals"]["api_unreachable"] == 0 and report["totals"]["settings_problems"] == 4
+    assert "errors 4 > 0 (pbx-002, pbx-003, pbx-004, pbx-005)" in run.output
+    assert "pbx-002: inventory settings: mikopbx_password is not set" in run.output
     markdown = (tmp_path / "mikopbx-fleet-report.md").read_text()
     assert "Finalization of task args" not in markdown and "required together" not in markdown
-    for host in ("pbx-002", "pbx-003"):
+    for host in ("pbx-002", "pbx-003", "pbx-004", "pbx-005"):
         assert fleet.control.requests(host) == [], host
 
 
